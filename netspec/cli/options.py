@@ -1,0 +1,16 @@
+"""Options shared by several commands, defined once."""
+
+from __future__ import annotations
+
+import click
+
+net_file = click.argument("file", type=click.Path(dir_okay=False))
+
+phase = click.option("--phase", type=click.Choice(["TRAIN", "TEST", "DEPLOY"], case_sensitive=False),
+                     default="TRAIN", show_default=True, callback=lambda c, p, v: v.upper() if v else v,
+                     help="which net to build from the file")
+
+stage = click.option("--stage", "stages", multiple=True, metavar="NAME",
+                     help="a NetState stage (repeat for several)")
+
+level = click.option("--level", type=int, default=None, help="the NetState level")

@@ -1,0 +1,159 @@
+"""A runnable net: every blob allocated, every param a view into one flat arena, layers set up.
+
+``Net(plan)`` allocates; ``forward()`` returns the weighted loss; ``backward()`` seeds each loss
+top's gradient with its loss weight and runs the layers that need it in reverse.  All learnable
+values live in ``param_data`` and their gradients in ``param_grad`` (one flat array each), so
+clearing gradients, a solver update and a snapshot are each one operation over one buffer.
+A test net shares the train net's params by ``layer/param`` key (``share_from=``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from netspec.core.blob import Blob
+from netspec.core.fillers import fill
+from netspec.graph.plan import LayerPlan, ParamInfo, Plan
+
+
+@dataclass
+class Param:
+    """One learnable param as the solver sees it: the storage and its settings."""
+
+    info: ParamInfo
+    blob: Blob
+    offset: int          # into the arenas (of the net that owns the storage)
+
+    @property
+    def key(self) -> str:
+        return self.info.key
+
+    @property
+    def lr_mult(self) -> float:
+        return self.info.lr_mult
+
+    @property
+    def decay_mult(self) -> float:
+        return self.info.decay_mult
+
+
+class Net:
+    def __init__(self, plan: Plan, dtype=np.float32, seed: int = 0, share_from: "Net | None" = None):
+        self.plan = plan
+        self.dtype = np.dtype(dtype)
+        self.phase = plan.phase
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+        self.blobs: dict[str, Blob] = {}
+        self.params: dict[str, Blob] = {}       # every "layer/param" key, sharers included
+        self.learnable: list[Param] = []        # params whose storage this net owns, in order
+        self._alloc_params(share_from)
+        self._steps: list[tuple[LayerPlan, list[Blob], list[Blob]]] = []
+        self._alloc_blobs()
+        for lp, bottoms, tops in self._steps:
+            lp.layer.rng = self.rng
+            lp.layer.params = {p.name: self.params[p.key] for p in lp.params}
+            lp.layer.setup(bottoms, tops)
+
+    # ---- allocation --------------------------------------------------------------------
+    def _alloc_params(self, share_from: "Net | None") -> None:
+        own: list[ParamInfo] = []
+        for p in self.plan.params:
+            if share_from is not None and p.key in share_from.params and p.owner is None:
+                other = share_from.params[p.key]
+                if other.data.shape != tuple(p.shape):
+                    from netspec.errors import GraphError
+
+                    raise GraphError(f"param {p.key} has shape {list(p.shape)} here but "
+                                     f"{list(other.data.shape)} in the net it shares weights with")
+                self.params[p.key] = other
+            elif p.owner is None:
+                own.append(p)
+        total = sum(p.size for p in own)
+        self.param_data = np.zeros(total, dtype=self.dtype)
+        self.param_grad = np.zeros(total, dtype=self.dtype)
+        offset = 0
+        for p in own:
+            n = p.size
+            blob = Blob(p.key, self.param_data[offset:offset + n].reshape(p.shape),
+                        self.param_grad[offset:offset + n].reshape(p.shape))
+            fill(blob.data, p.filler, self.rng)
+            self.params[p.key] = blob
+            self.learnable.append(Param(p, blob, offset))
+            offset += n
+        for p in self.plan.params:
+            if p.owner is not None:
+                self.params[p.key] = self.params[p.owner]
+
+    def _alloc_blobs(self) -> None:
+        for lp in self.plan.layers:
+            bottoms = [self.blobs[b] for b in lp.bottoms]
+            tops: list[Blob] = []
+            for j, (t, shape) in enumerate(zip(lp.tops, lp.top_shapes)):
+                if lp.inplace[j]:
+                    blob = bottoms[j]
+                elif lp.layer.view and j == 0:
+                    src = bottoms[0]
+                    blob = Blob(t, src.data.reshape(shape), src.grad.reshape(shape))
+                elif lp.type == "Split":
+                    src = bottoms[0]
+                    blob = Blob(t, src.data, np.zeros(shape, dtype=self.dtype))
+                else:
+                    blob = Blob.zeros(t, shape, self.dtype)
+                self.blobs[t] = blob
+                tops.append(blob)
+            self._steps.append((lp, bottoms, tops))
+
+    # ---- running -----------------------------------------------------------------------
+    def forward(self) -> float:
+        """Run every layer; the weighted sum of the loss tops."""
+        loss = 0.0
+        for lp, bottoms, tops in self._steps:
+            lp.layer.forward(bottoms, tops)
+            for j, w in enumerate(lp.loss_weights):
+                if w:
+                    loss += w * float(tops[j].data.sum())
+        return loss
+
+    def backward(self) -> None:
+        """Gradients of the loss: bottoms overwritten, params accumulated into ``param_grad``."""
+        for lp, bottoms, tops in self._steps:
+            for j, w in enumerate(lp.loss_weights):
+                if w:
+                    tops[j].grad[...] = w
+        for lp, bottoms, tops in reversed(self._steps):
+            if lp.need_backward:
+                lp.layer.backward(tops, lp.bottom_need_backward, bottoms)
+
+    def forward_backward(self) -> float:
+        loss = self.forward()
+        self.backward()
+        return loss
+
+    def clear_param_grads(self) -> None:
+        """Zero the gradients of the params this net owns (one operation on one buffer)."""
+        self.param_grad[...] = 0
+
+    # ---- access ------------------------------------------------------------------------
+    @property
+    def layers(self) -> list[LayerPlan]:
+        return self.plan.layers
+
+    @property
+    def steps(self):
+        return self._steps
+
+    def outputs(self) -> dict[str, np.ndarray]:
+        return {name: self.blobs[name].data for name in self.plan.outputs}
+
+    def set_input(self, name: str, value) -> None:
+        self.blobs[name].data[...] = value
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Every param this net owns, by ``layer/param`` key (views, not copies)."""
+        return {p.key: p.blob.data for p in self.learnable}
+
+    @property
+    def num_params(self) -> int:
+        return int(self.param_data.size)

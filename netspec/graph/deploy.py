@@ -1,0 +1,71 @@
+"""Derive the deploy net from the TEST net: data layers out, an Input in, losses out.
+
+Caffe users kept a hand-written deploy.prototxt in step with train_val; here it is computed.
+- Every data layer (``is_data``) goes; the blobs it gave that the rest still reads become the
+  tops of one ``Input`` layer, shaped as in the TEST net.
+- A loss layer with a ``deploy_as`` type (SoftmaxWithLoss -> Softmax, SigmoidCrossEntropyLoss
+  -> Sigmoid) becomes that layer on its first bottom, with top ``prob``; other losses and
+  Accuracy go.
+- Then every layer whose bottoms are no longer produced goes, until none is left to remove.
+"""
+
+from __future__ import annotations
+
+from netspec.core.layer import layer_class
+from netspec.graph.plan import plan as plan_net
+from netspec.graph.splits import insert_splits
+from netspec.graph.state import filter_net
+from netspec.spec.model import LayerSpec, NetSpec, Src
+from netspec.spec.normalize import normalize_layer
+
+
+def derive_deploy(net: NetSpec, batch: int | None = None) -> NetSpec:
+    """The deploy net of a normalized (unfiltered) net."""
+    test = filter_net(net, "TEST")
+    shapes = plan_net(insert_splits(test)).blobs
+    data_tops: list[str] = []
+    kept: list[LayerSpec] = []
+    for layer in test.layers:
+        cls = layer_class(layer["type"])
+        if cls.is_data:
+            data_tops.extend(t for t in layer["top"] if t not in data_tops)
+            continue
+        if cls.is_loss or layer["type"] == "Accuracy":
+            if cls.deploy_as and layer.get("bottom"):
+                kept.append(_replacement(layer, cls.deploy_as, kept))
+            continue
+        kept.append(layer)
+    # drop layers that lost their inputs, repeatedly
+    while True:
+        produced = set(data_tops)
+        out = []
+        for layer in kept:
+            if all(b in produced for b in layer.get("bottom", [])):
+                out.append(layer)
+                produced.update(layer["top"])
+        if len(out) == len(kept):
+            break
+        kept = out
+    used = [t for t in data_tops if any(t in l.get("bottom", []) for l in kept)]
+    layers = []
+    if used:
+        shape = [list(shapes[t]) for t in used]
+        if batch is not None:
+            shape = [[batch] + s[1:] for s in shape]
+        names = {l["name"] for l in kept}
+        name = used[0] if used[0] not in names else "input"
+        src = next((l.src for l in test.layers if layer_class(l["type"]).is_data), None)
+        fields = {"name": name, "type": "Input", "top": used,
+                  "shape": shape[0] if len(shape) == 1 else shape}
+        layers.append(normalize_layer(fields, None, src or Src()))
+    layers.extend(kept)
+    return test.with_layers(layers, state={"phase": "TEST"})
+
+
+def _replacement(layer: LayerSpec, new_type: str, kept: list[LayerSpec]) -> LayerSpec:
+    names = {l["name"] for l in kept} | {t for l in kept for t in l["top"]}
+    name = "prob" if "prob" not in names else f"{layer['name']}_prob"
+    fields = {"name": name, "type": new_type, "bottom": [layer["bottom"][0]], "top": [name]}
+    if new_type == "Softmax" and "axis" in layer:
+        fields["axis"] = layer["axis"]
+    return normalize_layer(fields, None, layer.src)

@@ -1,0 +1,137 @@
+"""InnerProduct, Dropout and Embed: schema and shape inference."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from netspec.core.layer import Layer, count, register
+from netspec.spec import types as T
+
+
+@register("InnerProduct")
+class InnerProduct(Layer):
+    """Fully connected: ``y = x W^T + b`` over the axes from ``axis`` on.
+
+    Bottom ``(N, ...)`` -> top ``bottom.shape[:axis] + (num_output,)``; ``K = count(axis:)``.
+    Weight ``(num_output, K)`` (``(K, num_output)`` with ``transpose: true``), bias ``(num_output,)``.
+
+    Example::
+
+        {name: ip1, type: InnerProduct, bottom: pool2, num_output: 500,
+         weight_filler: {type: xavier}, bias_filler: {type: constant}}
+    """
+
+    param_names = ("weight", "bias")
+    filler_fields = {"weight": "weight_filler", "bias": "bias_filler"}
+    inplace = False
+    schema = {
+        "properties": {
+            "num_output": T.integer(1, desc="number of outputs"),
+            "bias_term": T.boolean(True, "learn a bias per output"),
+            "weight_filler": T.filler(desc="initial weights (default constant 0: give one)"),
+            "bias_filler": T.filler(desc="initial biases (default constant 0)"),
+            "axis": T.integer(default=1, desc="the first axis flattened into the input vector"),
+            "transpose": T.boolean(False, "store the weight as (K, num_output)"),
+        },
+        "required": ["num_output"],
+    }
+
+    def reshape(self, bottom_shapes):
+        shape = bottom_shapes[0]
+        axis = self.axis(self.p.get("axis", 1), len(shape))
+        return [tuple(shape[:axis]) + (self.p["num_output"],)]
+
+    def param_shapes(self, bottom_shapes):
+        shape = bottom_shapes[0]
+        axis = self.axis(self.p.get("axis", 1), len(shape))
+        k = count(shape, axis)
+        n = self.p["num_output"]
+        w = (k, n) if self.p.get("transpose") else (n, k)
+        return {"weight": w, "bias": (n,)} if self.p.get("bias_term", True) else {"weight": w}
+
+    def flops(self, bottom_shapes, top_shapes):
+        return 2 * count(bottom_shapes[0]) * self.p["num_output"]
+
+    def setup(self, bottom, top):
+        shape = bottom[0].shape
+        axis = self.axis(self.p.get("axis", 1), len(shape))
+        self.m, self.k = count(shape, 0, axis), count(shape, axis)
+        self.transpose = bool(self.p.get("transpose"))
+        self.bias = "bias" in self.params
+        w = self.params["weight"]
+        self._dw = np.empty_like(w.grad)  # scratch for dW before accumulating
+
+    def forward(self, bottom, top):
+        # x: (M, K), W: (N, K) [transpose: (K, N)], y: (M, N)
+        x = bottom[0].data.reshape(self.m, self.k)
+        y = top[0].data.reshape(self.m, -1)
+        w = self.params["weight"].data
+        np.dot(x, w if self.transpose else w.T, out=y)
+        if self.bias:
+            y += self.params["bias"].data
+
+    def backward(self, top, propagate_down, bottom):
+        dy = top[0].grad.reshape(self.m, -1)
+        x = bottom[0].data.reshape(self.m, self.k)
+        w = self.params["weight"]
+        if self.transpose:
+            np.dot(x.T, dy, out=self._dw)      # dW (K, N) += x^T dy
+        else:
+            np.dot(dy.T, x, out=self._dw)      # dW (N, K) += dy^T x
+        w.grad += self._dw
+        if self.bias:
+            self.params["bias"].grad += dy.sum(axis=0)
+        if propagate_down[0]:
+            dx = bottom[0].grad.reshape(self.m, self.k)
+            np.dot(dy, w.data.T if self.transpose else w.data, out=dx)
+
+
+@register("Dropout")
+class Dropout(Layer):
+    """Inverted dropout: in TRAIN ``y = x * mask / (1 - ratio)``, identity in TEST.
+
+    Example::
+
+        {name: drop6, type: Dropout, bottom: fc6, top: fc6, dropout_ratio: 0.5}
+    """
+
+    schema = {"properties": {"dropout_ratio": T.number(0.0, exclusive_maximum=1.0, default=0.5,
+                                                       desc="probability of dropping a unit")}}
+
+    def reshape(self, bottom_shapes):
+        return [bottom_shapes[0]]
+
+
+@register("Embed")
+class Embed(Layer):
+    """A lookup table: integer indices -> learned vectors (``W[x] + b``).
+
+    Bottom of any shape holding integers in ``[0, input_dim)`` -> top ``bottom.shape + (num_output,)``.
+    Weight ``(input_dim, num_output)``, bias ``(num_output,)``.
+
+    Example::
+
+        {name: embed, type: Embed, bottom: words, num_output: 64, input_dim: 1000,
+         weight_filler: {type: uniform, min: -0.1, max: 0.1}}
+    """
+
+    param_names = ("weight", "bias")
+    filler_fields = {"weight": "weight_filler", "bias": "bias_filler"}
+    inplace = False
+    schema = {
+        "properties": {
+            "num_output": T.integer(1, desc="size of each vector"),
+            "input_dim": T.integer(1, desc="number of entries (largest index + 1)"),
+            "bias_term": T.boolean(True, "learn a bias"),
+            "weight_filler": T.filler(),
+            "bias_filler": T.filler(),
+        },
+        "required": ["num_output", "input_dim"],
+    }
+
+    def reshape(self, bottom_shapes):
+        return [tuple(bottom_shapes[0]) + (self.p["num_output"],)]
+
+    def param_shapes(self, bottom_shapes):
+        w = (self.p["input_dim"], self.p["num_output"])
+        return {"weight": w, "bias": (self.p["num_output"],)} if self.p.get("bias_term", True) else {"weight": w}

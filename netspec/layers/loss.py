@@ -1,0 +1,300 @@
+"""Loss layers and Accuracy: schema and shape inference.
+
+Losses give a scalar top (shape ``()``) whose loss weight defaults to 1; a label bottom never
+receives a gradient.  ``normalization`` follows Caffe's LossParameter: FULL, VALID (default),
+BATCH_SIZE, NONE; the deprecated ``normalize: false`` means BATCH_SIZE.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from netspec.core.device import kernels
+from netspec.core.layer import Layer, count, register
+from netspec.spec import types as T
+
+LOSS_PROPS = {
+    "ignore_label": T.integer(desc="positions with this label add nothing to the loss or its gradient"),
+    "normalization": T.enum(("FULL", "VALID", "BATCH_SIZE", "NONE"),
+                            desc="what the summed loss is divided by (default VALID)"),
+    "normalize": T.boolean(desc="deprecated: true means VALID, false means BATCH_SIZE"),
+}
+
+
+class Loss(Layer):
+    """Base of loss layers: (prediction, label) -> scalar loss."""
+
+    is_loss = True
+    num_bottom = 2
+    num_top = 1
+    no_grad_bottoms = (1,)
+    inplace = False
+
+    def loss_shape(self):
+        return ()
+
+    def check_label(self, pred, label, outer_inner: int, what: str = "positions"):
+        n = count(label)
+        if n != outer_inner:
+            raise self.error(f"the label has {n} values (shape {_fmt(label)}) but the prediction {_fmt(pred)} has "
+                             f"{outer_inner} {what}; do the data and label batch sizes match?", "bottom")
+
+
+def _fmt(shape) -> str:
+    return "x".join(map(str, shape)) if len(shape) else "scalar"
+
+
+@register("SoftmaxWithLoss")
+class SoftmaxWithLoss(Loss):
+    """Softmax over ``axis`` followed by the multinomial logistic loss of the true class.
+
+    Bottoms: scores ``(N, C, ...)`` and integer labels with ``N x ...`` entries.  Top: the loss;
+    an optional second top gives the probabilities.
+
+    Example::
+
+        {name: loss, type: SoftmaxWithLoss, bottom: [ip2, label]}
+    """
+
+    num_top = (1, 2)
+    deploy_as = "Softmax"
+    schema = {"properties": {"axis": T.integer(default=1, desc="the class axis"), **LOSS_PROPS}}
+
+    def reshape(self, bottom_shapes):
+        pred, label = bottom_shapes
+        axis = self.axis(self.p.get("axis", 1), len(pred))
+        self.check_label(pred, label, count(pred, 0, axis) * count(pred, axis + 1))
+        return [()] + ([tuple(pred)] if len(self.p.get("top", [])) > 1 else [])
+
+    def flops(self, bottom_shapes, top_shapes):
+        return 5 * count(bottom_shapes[0])
+
+    def setup(self, bottom, top):
+        self.K = kernels("softmax")
+        shape = bottom[0].shape
+        axis = self.axis(self.p.get("axis", 1), len(shape))
+        self.outer, self.c, self.inner = count(shape, 0, axis), shape[axis], count(shape, axis + 1)
+        self.prob = top[1].data if len(top) > 1 else np.empty(shape, dtype=bottom[0].data.dtype)
+        self.losses = np.empty((self.outer, self.inner), dtype=bottom[0].data.dtype)
+        self.valid = np.empty_like(self.losses)
+        self.mode = normalization_mode(self.p)
+        ign = self.p.get("ignore_label")
+        self.has_ignore, self.ignore = ign is not None, int(ign if ign is not None else 0)
+        self.z = 1.0
+
+    def _views(self, bottom):
+        return (bottom[0].data.reshape(self.outer, self.c, self.inner),
+                self.prob.reshape(self.outer, self.c, self.inner),
+                bottom[1].data.reshape(self.outer, self.inner))
+
+    def forward(self, bottom, top):
+        x, prob, label = self._views(bottom)
+        self.K.softmax_forward(prob, x)
+        check_label_values(self, label, self.c)
+        self.K.softmax_loss_forward(self.losses, self.valid, prob, label, self.has_ignore, self.ignore)
+        self.z = normalizer(self.mode, self.outer, self.inner, float(self.valid.sum()))
+        top[0].data[...] = self.losses.sum() / self.z
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            _, prob, label = self._views(bottom)
+            dx = bottom[0].grad.reshape(self.outer, self.c, self.inner)
+            scale = float(top[0].grad) / self.z
+            self.K.softmax_loss_backward(dx, prob, label, self.has_ignore, self.ignore, scale)
+
+
+@register("SigmoidCrossEntropyLoss")
+class SigmoidCrossEntropyLoss(Loss):
+    """Cross-entropy of sigmoid(scores) against targets in [0, 1], computed stably.
+
+    Bottoms: scores and targets with the same count.  Normalization defaults to BATCH_SIZE.
+
+    Example::
+
+        {name: loss, type: SigmoidCrossEntropyLoss, bottom: [decode1, flatdata]}
+    """
+
+    deploy_as = "Sigmoid"
+    schema = {"properties": dict(LOSS_PROPS)}
+
+    def reshape(self, bottom_shapes):
+        pred, target = bottom_shapes
+        if count(pred) != count(target):
+            raise self.error(f"scores {_fmt(pred)} and targets {_fmt(target)} must have the same number of values",
+                             "bottom")
+        return [()]
+
+
+@register("EuclideanLoss")
+class EuclideanLoss(Loss):
+    """``sum((a - b)^2) / (2 N)``; both bottoms receive gradients.
+
+    Example::
+
+        {name: loss, type: EuclideanLoss, bottom: [pred, target]}
+    """
+
+    no_grad_bottoms = ()
+
+    def reshape(self, bottom_shapes):
+        a, b = bottom_shapes
+        if len(a) < 1 or len(b) < 1 or count(a, 1) != count(b, 1) or a[0] != b[0]:
+            raise self.error(f"the bottoms must have equal shapes (as counts per item): {_fmt(a)} vs {_fmt(b)}",
+                             "bottom")
+        return [()]
+
+
+@register("HingeLoss")
+class HingeLoss(Loss):
+    """One-vs-all hinge loss, L1 (``sum s / N``) or L2 (``sum s^2 / N``).
+
+    Example::
+
+        {name: loss, type: HingeLoss, bottom: [ip2, label], norm: L1}
+    """
+
+    schema = {"properties": {"norm": T.enum(("L1", "L2"), default="L1")}}
+
+    def reshape(self, bottom_shapes):
+        pred, label = bottom_shapes
+        self.check_label(pred, label, pred[0], "items")
+        return [()]
+
+
+@register("ContrastiveLoss")
+class ContrastiveLoss(Loss):
+    """Siamese loss: ``(1/2N) sum[y d^2 + (1-y) max(margin - d, 0)^2]`` with ``d = ||a - b||``.
+
+    Bottoms: features a ``(N, C[,1,1])``, features b of the same shape, similarity y ``(N, ...)``.
+
+    Example::
+
+        {name: loss, type: ContrastiveLoss, bottom: [feat, feat_p, sim], margin: 1.0}
+    """
+
+    num_bottom = 3
+    no_grad_bottoms = (2,)
+    schema = {"properties": {
+        "margin": T.number(default=1.0, desc="distance beyond which dissimilar pairs cost nothing"),
+        "legacy_version": T.boolean(False, "use max(margin - d^2, 0) as Caffe's first version did"),
+    }}
+
+    def reshape(self, bottom_shapes):
+        a, b, y = bottom_shapes
+        if tuple(a) != tuple(b):
+            raise self.error(f"the two feature bottoms must have the same shape: {_fmt(a)} vs {_fmt(b)}", "bottom")
+        if len(a) < 2 or count(a, 2) != 1:
+            raise self.error(f"features must be (N, C) or (N, C, 1, 1), got {_fmt(a)}", "bottom")
+        self.check_label(a, y, a[0], "items")
+        return [()]
+
+
+@register("InfogainLoss")
+class InfogainLoss(Loss):
+    """Softmax, then ``-(1/Z) sum_k H[label, k] log p_k`` with an infogain matrix H (K x K).
+
+    H comes from a third bottom or from ``source`` (a .npy file or a Caffe .binaryproto).
+
+    Example::
+
+        {name: loss, type: InfogainLoss, bottom: [ip2, label, H]}
+    """
+
+    num_bottom = (2, 3)
+    num_top = (1, 2)
+    no_grad_bottoms = (1, 2)
+    schema = {"properties": {
+        "source": T.string(desc="file holding H when there is no third bottom"),
+        "axis": T.integer(default=1, desc="the class axis"),
+        "ignore_label": LOSS_PROPS["ignore_label"],
+        "normalization": LOSS_PROPS["normalization"],
+    }}
+
+    def reshape(self, bottom_shapes):
+        pred, label = bottom_shapes[:2]
+        axis = self.axis(self.p.get("axis", 1), len(pred))
+        k = pred[axis]
+        self.check_label(pred, label, count(pred, 0, axis) * count(pred, axis + 1))
+        if len(bottom_shapes) == 3:
+            if count(bottom_shapes[2]) != k * k:
+                raise self.error(f"H must be {k}x{k} for {k} classes, got {_fmt(bottom_shapes[2])}", "bottom")
+        elif "source" not in self.p:
+            raise self.error("needs H: a third bottom or a 'source' file", "source")
+        return [()] + ([tuple(pred)] if len(self.p.get("top", [])) > 1 else [])
+
+
+@register("MultinomialLogisticLoss")
+class MultinomialLogisticLoss(Loss):
+    """``-(1/N) sum log p[label]`` of given probabilities (use SoftmaxWithLoss on scores).
+
+    Example::
+
+        {name: loss, type: MultinomialLogisticLoss, bottom: [prob, label]}
+    """
+
+    def reshape(self, bottom_shapes):
+        pred, label = bottom_shapes
+        self.check_label(pred, label, pred[0], "items")
+        return [()]
+
+
+@register("Accuracy")
+class Accuracy(Layer):
+    """Fraction of items whose true class is among the ``top_k`` highest scores (ties count against).
+
+    Bottoms: scores ``(N, C, ...)`` and labels.  Top: the accuracy; an optional second top gives
+    per-class accuracy ``(C,)``.  No gradient; loss weight 0.
+
+    Example::
+
+        {name: accuracy, type: Accuracy, bottom: [ip2, label], include: {phase: TEST}}
+    """
+
+    num_bottom = 2
+    num_top = (1, 2)
+    differentiable = False
+    inplace = False
+    schema = {"properties": {
+        "top_k": T.integer(1, default=1, desc="count a hit when the true class is among the k best"),
+        "axis": T.integer(default=1, desc="the class axis"),
+        "ignore_label": LOSS_PROPS["ignore_label"],
+    }}
+
+    def reshape(self, bottom_shapes):
+        pred, label = bottom_shapes
+        axis = self.axis(self.p.get("axis", 1), len(pred))
+        k = self.p.get("top_k", 1)
+        if k > pred[axis]:
+            raise self.error(f"top_k {k} is larger than the number of classes {pred[axis]}", "top_k")
+        n = count(pred, 0, axis) * count(pred, axis + 1)
+        if count(label) != n:
+            raise self.error(f"the label has {count(label)} values ({_fmt(label)}) but the prediction "
+                             f"{_fmt(pred)} has {n} positions; do the data and label batch sizes match?", "bottom")
+        return [()] + ([(pred[axis],)] if len(self.p.get("top", [])) > 1 else [])
+
+
+def normalizer(mode: str, outer: int, inner: int, valid: float) -> float:
+    """Caffe's LossLayer::GetNormalizer, clamped to at least 1."""
+    z = {"FULL": outer * inner, "VALID": valid, "BATCH_SIZE": outer, "NONE": 1}[mode]
+    return max(1.0, float(z))
+
+
+def normalization_mode(p: dict, default: str = "VALID") -> str:
+    if "normalization" in p:
+        return p["normalization"]
+    if "normalize" in p:
+        return "VALID" if p["normalize"] else "BATCH_SIZE"
+    return default
+
+
+def check_label_values(layer, label, num_classes: int) -> None:
+    """A DataError naming the position of the first label outside [0, num_classes)."""
+    from netspec.errors import DataError
+
+    flat = label.reshape(-1)
+    ign = layer.p.get("ignore_label")
+    bad = layer.K.check_labels(flat, float(num_classes), ign is not None, float(ign if ign is not None else 0))
+    if bad >= 0:
+        raise layer.error(f"label {flat[bad]:g} at position {bad} of the batch is not a class index in "
+                          f"[0, {num_classes}); check the dataset's labels or the number of outputs",
+                          "bottom", cls=DataError)

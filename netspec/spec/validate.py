@@ -1,0 +1,213 @@
+"""Tier one of validation: JSON Schema, turned into located, human messages.
+
+Every schema violation in a document is reported at once, each as a ``SpecError`` carrying the
+file, the line of the offending key, the layer (name and type) it sits in and the field, with
+a did-you-mean for unknown names and enum values.  Used for net, solver and manifest files.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any, Iterable
+
+import jsonschema
+from jsonschema import Draft202012Validator
+
+from netspec.errors import ErrorList, SpecError, raise_all, suggestion
+from netspec.spec.load import Doc
+
+_JSON_TYPES = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
+               "array": "a list", "object": "a mapping", "null": "nothing"}
+
+
+def _json_type(v: Any) -> str:
+    if v is None:
+        return "nothing"
+    if isinstance(v, bool):
+        return "true/false"
+    if isinstance(v, int):
+        return "an integer"
+    if isinstance(v, float):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, dict):
+        return "a mapping"
+    return type(v).__name__
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, str):
+        return f"'{v}'"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "nothing"
+    try:
+        text = json.dumps(v)
+    except (TypeError, ValueError):
+        text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@functools.lru_cache(maxsize=8)
+def _validator(schema_json: str) -> Draft202012Validator:
+    schema = json.loads(schema_json)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def validator_for(schema: dict) -> Draft202012Validator:
+    return _validator(json.dumps(schema, sort_keys=True))
+
+
+def validate(doc: Doc, schema: dict, *, list_key: str | None = "layers") -> None:
+    """Raise every violation of ``schema`` in ``doc`` together (an ErrorList), or return."""
+    raise_all(schema_errors(doc, schema, list_key=list_key))
+
+
+def schema_errors(doc: Doc, schema: dict, *, list_key: str | None = "layers") -> list[SpecError]:
+    v = validator_for(schema)
+    out: list[SpecError] = []
+    seen: set[tuple] = set()
+    for err in v.iter_errors(doc.data):
+        for leaf in _leaves(err):
+            for e in _convert(leaf, doc, v.schema, list_key):
+                key = (e.line, e.field, e.message)
+                if key not in seen:
+                    seen.add(key)
+                    out.append(e)
+    return out
+
+
+def _leaves(err: jsonschema.ValidationError) -> Iterable[jsonschema.ValidationError]:
+    """The most specific errors: inside anyOf/oneOf, the branch that got furthest."""
+    if err.validator in ("anyOf", "oneOf") and err.context:
+        best = jsonschema.exceptions.best_match(err.context)
+        yield from _leaves(best)
+    else:
+        yield err
+
+
+def _resolve(schema: dict, sub: Any) -> Any:
+    """Follow a local ``$ref`` (one level is all our schemas use)."""
+    while isinstance(sub, dict) and "$ref" in sub and sub["$ref"].startswith("#/"):
+        node: Any = schema
+        for part in sub["$ref"][2:].split("/"):
+            node = node[part]
+        sub = node
+    return sub
+
+
+def _context(doc: Doc, path: tuple, list_key: str | None):
+    """(layer name, layer type, field path inside the layer) for a document path."""
+    data = doc.data
+    if list_key and len(path) >= 2 and path[0] == list_key and isinstance(path[1], int):
+        items = data.get(list_key) if isinstance(data, dict) else None
+        item = items[path[1]] if isinstance(items, list) and path[1] < len(items) else None
+        if isinstance(item, dict):
+            name = item.get("name") if isinstance(item.get("name"), str) else f"#{path[1] + 1}"
+            ltype = item.get("type") if isinstance(item.get("type"), str) else None
+            return name, ltype, path[2:]
+        return f"#{path[1] + 1}", None, path[2:]
+    return None, None, path
+
+
+def _field_name(rel: tuple) -> str | None:
+    parts = [str(p) if not isinstance(p, int) else f"[{p}]" for p in rel]
+    text = ".".join(parts).replace(".[", "[")
+    return text or None
+
+
+def _convert(err: jsonschema.ValidationError, doc: Doc, root: dict, list_key: str | None) -> list[SpecError]:
+    path = tuple(err.absolute_path)
+    inst = err.instance
+    if err.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(inst, dict):
+        allowed = list(_resolve(root, err.schema).get("properties", {}))
+        known = [a for a in allowed if a != "type"]
+        out = []
+        for key in [k for k in inst if k not in allowed]:
+            what = "top-level key" if not path else ("param name" if path[-1] == "param" else "field")
+            msg = f"unknown {what} '{key}'"
+            sug = suggestion(str(key), known)
+            msg += sug
+            if not sug and len(known) <= 40:
+                msg += f" (known: {', '.join(sorted(known))})"
+            out.append(_located(doc, path + (key,), list_key, msg, None))
+        return out
+    msg, hint, extra = _message(err, path, inst, list_key)
+    return [_located(doc, path + extra, list_key, msg, hint)]
+
+
+def _located(doc: Doc, full: tuple, list_key: str | None, msg: str, hint: str | None) -> SpecError:
+    name, ltype, rel = _context(doc, full, list_key)
+    return SpecError(msg, file=doc.file, line=doc.line(full), layer=name, layer_type=ltype,
+                     field=_field_name(rel), hint=hint)
+
+
+def _message(err: jsonschema.ValidationError, path: tuple, inst: Any, list_key: str | None):
+    """(message, hint, extra path) for one non-property error."""
+    v = err.validator
+    hint = None
+    extra: tuple = ()
+    if v == "required":
+        missing = [r for r in err.validator_value if not (isinstance(inst, dict) and r in inst)]
+        key = missing[0] if missing else "?"
+        msg = f"missing required field '{key}'"
+        if isinstance(inst, dict) and key not in inst:
+            extra = (key,)
+    elif v == "type":
+        want = err.validator_value
+        wants = [want] if isinstance(want, str) else list(want)
+        msg = f"expected {' or '.join(_JSON_TYPES.get(w, w) for w in wants)}, got {_json_type(inst)} {_show(inst)}"
+        if "integer" in wants and isinstance(inst, float):
+            hint = "write it without a decimal point"
+        if isinstance(inst, str) and any(w in ("number", "integer") for w in wants):
+            try:
+                float(inst)
+                hint = "remove the quotes around the number"
+            except ValueError:
+                pass
+    elif v == "enum":
+        options = list(err.validator_value)
+        if list_key and len(path) == 3 and path[0] == list_key and path[-1] == "type":
+            sug = suggestion(str(inst), options)
+            msg = f"unknown layer type {_show(inst)}" + sug
+            if not sug:
+                hint = "'netspec schema --types' lists every type"
+        else:
+            msg = f"{_show(inst)} is not one of {', '.join(map(str, options))}" + suggestion(str(inst), options)
+    elif v == "const":
+        if path == ("netspec",):
+            msg = (f"format version {_show(inst)} is not supported; this netspec reads version "
+                   f"{err.validator_value} (omit the key to mean the current version)")
+        else:
+            msg = f"must be {_show(err.validator_value)}, got {_show(inst)}"
+    elif v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[v]
+        msg = f"must be {op} {err.validator_value}, got {_show(inst)}"
+    elif v == "minItems":
+        n = err.validator_value
+        msg = "must not be an empty list" if n == 1 else f"needs at least {n} items, got {len(inst)}"
+    elif v == "maxItems":
+        msg = f"allows at most {err.validator_value} items, got {len(inst)}"
+    elif v == "minLength":
+        msg = "must not be empty"
+    elif v == "not" and isinstance(err.validator_value, dict) and "required" in err.validator_value:
+        keys = err.validator_value["required"]
+        msg = ("give include or exclude rules, not both" if keys == ["include", "exclude"]
+               else f"give only one of {', '.join(keys)}")
+        extra = (keys[-1],)
+    elif v == "pattern":
+        msg = f"{_show(inst)} does not match the expected form {err.validator_value}"
+    elif v == "uniqueItems":
+        msg = "items must be unique"
+    else:
+        msg = err.message
+    return msg, hint, extra
+
+
+__all__ = ["validate", "schema_errors", "validator_for", "ErrorList"]
