@@ -172,6 +172,18 @@ class Layer:
     def backward(self, top: list, propagate_down: list[bool], bottom: list) -> None:
         raise NotImplementedError(f"{self.type}.backward")
 
+    # ---- resumable state (beyond params): data cursors, private RNGs ---------------------
+    def get_state(self) -> dict:
+        """State a snapshot must hold to resume this layer bit for bit (JSON-serializable
+        values and numpy arrays).  Stateless layers return {}."""
+        return {}
+
+    def set_state(self, state: dict) -> None:
+        """Restore what ``get_state`` returned."""
+
+    def close(self) -> None:
+        """Release background resources (prefetch threads, open files)."""
+
     # ---- helpers -----------------------------------------------------------------------
     def error(self, message: str, field: str | None = None, cls: type[NetspecError] = ShapeError,
               hint: str | None = None) -> NetspecError:
