@@ -65,7 +65,7 @@ class LayerHarness:
         self.dtype = np.dtype(dtype)
         self.seed = seed
         self.inputs = [np.array(b, dtype=self.dtype) for b in bottoms]
-        self.bottom = [Blob(name, x.copy()) for name, x in zip(self.spec["bottom"], self.inputs)]
+        self.bottom = [Blob(name, x.copy()) for name, x in zip(self.spec.get("bottom", []), self.inputs)]
         shapes = [x.shape for x in self.inputs]
         self.top_shapes = [tuple(s) for s in self.layer.reshape(shapes)]
         pshapes = self.layer.param_shapes(shapes)
@@ -83,7 +83,7 @@ class LayerHarness:
             self.params[name] = Blob(name, data)
         self.top: list[Blob] = []
         for j, (t, s) in enumerate(zip(self.spec["top"], self.top_shapes)):
-            if j < len(self.bottom) and self.spec["bottom"][j] == t:
+            if j < len(self.bottom) and self.spec.get("bottom", [])[j] == t:
                 self.top.append(self.bottom[j])
             elif self.layer.view and j == 0:
                 self.top.append(Blob(t, self.bottom[0].data.reshape(s), self.bottom[0].grad.reshape(s)))

@@ -76,6 +76,12 @@ class Input(Layer):
     def reshape(self, bottom_shapes):
         return _shape_list(self, "shape", len(self.p["top"]))
 
+    def forward(self, bottom, top):
+        """Nothing: the caller writes the input blobs (``Net.set_input``)."""
+
+    def backward(self, top, propagate_down, bottom):
+        """Nothing: inputs have no producer."""
+
 
 @register("DummyData")
 class DummyData(Layer):
@@ -110,6 +116,28 @@ class DummyData(Layer):
             raise self.error(f"gives {len(fills)} fillers for {n} tops; give none, one, or one per top",
                              "data_filler")
         return _shape_list(self, "shape", n)
+
+    def setup(self, bottom, top):
+        from netspec.core.fillers import fill
+
+        fills = list(self.p.get("data_filler", []))
+        if len(fills) == 1:
+            fills = fills * len(top)
+        self.fillers_by_top = fills or [{"type": "constant", "value": 0.0}] * len(top)
+        # constant fillers are filled once; the others are drawn again on every forward
+        self.refill = [f.get("type", "constant") != "constant" for f in self.fillers_by_top]
+        for t, f in zip(top, self.fillers_by_top):
+            fill(t.data, f, self.rng)
+
+    def forward(self, bottom, top):
+        from netspec.core.fillers import fill
+
+        for t, f, again in zip(top, self.fillers_by_top, self.refill):
+            if again:
+                fill(t.data, f, self.rng)
+
+    def backward(self, top, propagate_down, bottom):
+        """Nothing: generated data has no producer."""
 
 
 class _DataBase(Layer):
