@@ -3,6 +3,37 @@
 Describe a network in YAML or JSON, check it with ``netspec check``, train it with
 ``netspec train``.  Importing this package is cheap: it pulls in neither numpy kernels nor
 numba; those load when a net is allocated.
+
+For plugin authors, the layer contract is importable from here::
+
+    import netspec
+    from netspec.spec import types as T
+
+    @netspec.register("Gain")
+    class Gain(netspec.Layer):
+        '''y = gain * x'''
+        schema = {"properties": {"gain": T.number(default=2.0)}}
+        def reshape(self, bottom_shapes): return [bottom_shapes[0]]
+        ...
 """
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "Layer": ("netspec.core.layer", "Layer"),
+    "register": ("netspec.core.layer", "register"),
+    "SAME": ("netspec.core.layer", "SAME"),
+    "NetspecError": ("netspec.errors", "NetspecError"),
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'netspec' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_LAZY]

@@ -143,3 +143,52 @@ def summary_rows(p: Plan) -> list[dict]:
 def summary_totals(p: Plan, rows: list[dict]) -> dict:
     return {"params": p.num_params, "learnable": sum(q.size for q in p.params if q.owner is None and q.lr_mult != 0),
             "flops": sum(r["flops"] for r in rows), "memory": sum(r["memory"] for r in rows)}
+
+
+def build_net(net: NetSpec, phase: str = "TRAIN", *, level: int | None = None, stages: Iterable[str] | None = None,
+              dtype=None, seed: int = 0, dummy_data: bool = False, share_from=None):
+    """A runnable ``Net`` for one phase (imports numpy kernels; numba compiles on first use)."""
+    import numpy as np
+
+    from netspec.core.net import Net
+    from netspec.graph.dummy import with_dummy_data
+
+    spec = phase_net(net, phase, level, stages)
+    if dummy_data:
+        spec = with_dummy_data(spec)
+    return Net(plan(insert_splits(spec)), dtype=dtype or np.float32, seed=seed, share_from=share_from)
+
+
+def time_net(n, iterations: int = 50, warmup: int = 1) -> list[dict]:
+    """Per-layer forward and backward milliseconds (averaged), after ``warmup`` passes.
+
+    Like ``caffe time``: each layer is timed alone, in order, forward then backward in reverse.
+    """
+    import time
+
+    for _ in range(warmup):
+        n.forward()
+        n.backward()
+    fwd = [0.0] * len(n.steps)
+    bwd = [0.0] * len(n.steps)
+    for _ in range(iterations):
+        for i, (lp, bottoms, tops) in enumerate(n.steps):
+            t0 = time.perf_counter()
+            lp.layer.forward(bottoms, tops)
+            fwd[i] += time.perf_counter() - t0
+        for lp, bottoms, tops in n.steps:
+            for j, w in enumerate(lp.loss_weights):
+                if w:
+                    tops[j].grad[...] = w
+        for i in range(len(n.steps) - 1, -1, -1):
+            lp, bottoms, tops = n.steps[i]
+            if lp.need_backward:
+                t0 = time.perf_counter()
+                lp.layer.backward(tops, lp.bottom_need_backward, bottoms)
+                bwd[i] += time.perf_counter() - t0
+    rows = []
+    for i, (lp, _, _) in enumerate(n.steps):
+        rows.append({"layer": lp.name, "type": lp.type, "algo": getattr(lp.layer, "algo", ""),
+                     "forward_ms": 1000 * fwd[i] / iterations,
+                     "backward_ms": 1000 * bwd[i] / iterations if lp.need_backward else None})
+    return rows

@@ -15,7 +15,7 @@ import click
 from netspec import __version__
 from netspec.errors import NetspecError
 
-COMMAND_MODULES = ("netspec.cli.net",)
+COMMAND_MODULES = ("netspec.cli.net", "netspec.cli.perf")
 
 
 class Group(click.Group):

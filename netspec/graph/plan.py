@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from netspec.core.fillers import check_filler
 from netspec.core.layer import Layer, Shape, count, layer_class
 from netspec.errors import GraphError, NetspecError, ShapeError, SpecError, raise_all, suggestion
 from netspec.spec.model import LayerSpec, NetSpec, as_list
@@ -247,6 +248,10 @@ def _params(spec: LayerSpec, cls: type[Layer], layer: Layer, pshapes: dict, erro
                                      f"{cls.fixed_lr_mult[pname]:g}; it is not learned by gradient descent",
                                      path=("param", pname, "lr_mult"), field=f"param.{pname}.lr_mult"))
         dm = ps.get("decay_mult", 0.0 if pname in cls.fixed_lr_mult else 1.0)
+        bad = check_filler(fillers.get(pname, {}), tuple(shp))
+        if bad:
+            fld = cls.filler_fields.get(pname, "param")
+            errors.append(spec.error(SpecError, bad, field=fld))
         out.append(ParamInfo(layer=spec["name"], name=pname, shape=tuple(int(d) for d in shp),
                              lr_mult=float(lr), decay_mult=float(dm), share_name=ps.get("name"),
                              filler=fillers.get(pname, {"type": "constant"}),
