@@ -64,14 +64,14 @@ def compile_net(net: NetSpec, phase: str = "TRAIN", level: int | None = None,
                 stages: Iterable[str] | None = None, input_shapes: dict | None = None) -> Plan:
     """Filter to a state, insert splits, and plan (shapes, backward needs, params)."""
     if phase == DEPLOY:
-        return plan(insert_splits(derive_deploy(net)), input_shapes)
+        return plan(insert_splits(derive_deploy(net, level=level, stages=stages)), input_shapes)
     return plan(insert_splits(filter_net(net, phase, level, stages)), input_shapes)
 
 
 def phase_net(net: NetSpec, phase: str, level: int | None = None, stages: Iterable[str] | None = None) -> NetSpec:
     """The normalized net of one phase (TRAIN, TEST or DEPLOY), before split insertion."""
     if phase == DEPLOY:
-        return derive_deploy(net)
+        return derive_deploy(net, level=level, stages=stages)
     return filter_net(net, phase, level, stages)
 
 
