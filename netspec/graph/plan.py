@@ -16,6 +16,7 @@ from typing import Any
 from netspec.core.fillers import check_filler
 from netspec.core.layer import Layer, Shape, count, layer_class
 from netspec.errors import GraphError, NetspecError, ShapeError, SpecError, raise_all, suggestion
+from netspec.graph.splits import is_inserted_split
 from netspec.spec.model import LayerSpec, NetSpec, as_list
 
 DTYPE_BYTES = 4
@@ -109,7 +110,8 @@ def plan(net: NetSpec, input_shapes: dict[str, Shape] | None = None) -> Plan:
 
     for spec in net.layers:
         name, ltype = spec["name"], spec["type"]
-        if name in names:
+        dup_name = name in names
+        if dup_name:
             first = names[name]
             errors.append(spec.error(GraphError, f"a layer named '{name}' already exists (line {first.line()}); "
                                      f"names must be unique among the layers of a phase", field="name"))
@@ -144,6 +146,8 @@ def plan(net: NetSpec, input_shapes: dict[str, Shape] | None = None) -> Plan:
                 errors.append(spec.error(GraphError, f"{ltype} cannot run in place (top '{t}' is also its "
                                          f"bottom); give the top another name", field="top"))
                 layer_ok = False
+            elif not inplace and t in producers and dup_name and "top" not in _explicit(spec):
+                layer_ok = False  # the top defaulted to the duplicate name: one error says it all
             elif not inplace and t in producers:
                 other = producers[t][0]
                 errors.append(spec.error(GraphError, f"top '{t}' is already produced by layer '{other['name']}' "
@@ -219,9 +223,10 @@ def _unknown_bottom(spec: LayerSpec, j: int, b: str, producers: dict, all_tops: 
         later = all_tops[b]
         msg += f": it is produced later, by layer '{later['name']}' (line {later.line()}); layers run in file order"
     else:
-        msg += suggestion(b, list(producers))
-        if producers and not suggestion(b, list(producers)):
-            known = list(producers)
+        # the blobs of inserted Split layers are the compiler's, not names the user wrote
+        known = [t for t, (layer, _) in producers.items() if not is_inserted_split(layer)]
+        msg += suggestion(b, known)
+        if known and not suggestion(b, known):
             hint = f"blobs available here: {', '.join(known[-8:])}"
         if not producers:
             hint = f"no layer before it produces anything in the {phase} net"

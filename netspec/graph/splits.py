@@ -22,6 +22,14 @@ def split_blob_name(blob: str, layer: str, top_idx: int, k: int) -> str:
     return f"{split_layer_name(blob, layer, top_idx)}_{k}"
 
 
+def is_inserted_split(layer: LayerSpec) -> bool:
+    """Whether ``layer`` is a Split this pass made (by its naming), not one the user wrote."""
+    name = layer.get("name", "")
+    tops = layer.get("top", [])
+    return (layer.get("type") == "Split" and name.endswith("_split")
+            and tops == [f"{name}_{k}" for k in range(len(tops))])
+
+
 def insert_splits(net: NetSpec) -> NetSpec:
     layers = net.layers
     last_producer: dict[str, tuple[int, int]] = {}

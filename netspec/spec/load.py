@@ -80,16 +80,15 @@ def load_file(path: str | os.PathLike) -> Doc:
         raw = p.read_bytes()
     except OSError as e:
         raise SpecError(f"cannot read the file: {e.strerror}", file=name) from None
+    binary = ("is not a text file (netspec reads YAML or JSON net and solver files; weights are "
+              "given with --weights, and Caffe .prototxt files are converted with 'netspec convert')")
+    if b"\x00" in raw:  # valid UTF-8, but no text file holds NUL bytes
+        raise SpecError(binary, file=name, line=raw[: raw.index(b"\x00")].count(b"\n") + 1)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise SpecError(
-            "is not UTF-8 text (is it a binary file? netspec reads YAML or JSON net and solver "
-            "files; Caffe .prototxt files are converted with 'netspec convert')",
-            file=name,
-            line=line,
-        ) from None
+        raise SpecError(binary.replace("is not a text file", "is not UTF-8 text (a binary file?)"),
+                        file=name, line=raw[: e.start].count(b"\n") + 1) from None
     return load_text(text, file=name, base_dir=p.resolve().parent, json_only=p.suffix.lower() == ".json")
 
 
@@ -118,23 +117,42 @@ def load_text(text: str, file: str = "<string>", base_dir: Path | None = None, j
     return Doc(data=data, lines=lines, file=file, base_dir=base_dir)
 
 
+_PLAIN_TAGS = {yaml.MappingNode: "tag:yaml.org,2002:map", yaml.SequenceNode: "tag:yaml.org,2002:seq"}
+
+
 def _construct(loader: _Loader, node: yaml.Node, path: Path_, lines: dict, file: str) -> Any:
     lines.setdefault(path, node.start_mark.line + 1)
+    plain = _PLAIN_TAGS.get(type(node))
+    if plain is not None and node.tag != plain:
+        # scalars with a foreign tag fail in construct_object; collections are built here,
+        # so their tags (!!python/..., !!set, !!omap) are refused here
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        raise SpecError(f"YAML syntax error: the tag {tag} is not allowed; net files hold plain data "
+                        f"(maps, lists, numbers, strings)", file=file, line=node.start_mark.line + 1,
+                        column=node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)  # resolves '<<: *anchor' merges
+        merged = _flatten(loader, node)
         out: dict = {}
-        for key_node, value_node in node.value:
+        explicit: dict = {}
+        for k, (key_node, value_node) in enumerate(node.value):
             key = loader.construct_object(key_node, deep=True)
             kline = key_node.start_mark.line + 1
             if not isinstance(key, (str, int, float, bool)):
                 raise SpecError("a mapping key must be a plain name", file=file, line=kline)
-            if key in out:
-                raise SpecError(
-                    f"key '{key}' appears twice in the same mapping (the first was on line "
-                    f"{lines.get(path + (key,), '?')}); YAML keeps only one, so remove or rename one",
-                    file=file,
-                    line=kline,
-                )
+            # Keys brought in by a '<<' merge come first and may be overridden (that is what a
+            # merge is for); a key written twice by hand is a mistake YAML would hide.
+            if k >= merged:
+                if key in explicit:
+                    raise SpecError(
+                        f"key '{key}' appears twice in the same mapping (the first was on line "
+                        f"{explicit[key]}); YAML keeps only one, so remove or rename one",
+                        file=file,
+                        line=kline,
+                    )
+                explicit[key] = kline
+            if key in out:  # an overridden merged value leaves no stale lines behind
+                for p in [p for p in lines if p[: len(path) + 1] == path + (key,)]:
+                    del lines[p]
             lines[path + (key,)] = kline
             out[key] = _construct(loader, value_node, path + (key,), lines, file)
             lines[path + (key,)] = kline  # the key's line, not the value's first line
@@ -144,28 +162,128 @@ def _construct(loader: _Loader, node: yaml.Node, path: Path_, lines: dict, file:
     return loader.construct_object(node, deep=True)
 
 
+def _flatten(loader: _Loader, node: yaml.MappingNode) -> int:
+    """Resolve '<<: *anchor' merges in place; return how many leading pairs came from merges.
+
+    An anchored mapping is visited once per alias, so the count is remembered per node.
+    """
+    memo = loader.__dict__.setdefault("_merged", {})
+    if id(node) not in memo:
+        explicit = sum(1 for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge")
+        loader.flatten_mapping(node)
+        memo[id(node)] = len(node.value) - explicit
+    return memo[id(node)]
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _previous_content(lines: list[str], index: int) -> str | None:
+    """The nearest line above ``index`` that holds more than blanks or a comment."""
+    for k in range(index - 1, -1, -1):
+        if lines[k].strip() and not lines[k].lstrip().startswith("#"):
+            return lines[k]
+    return None
+
+
+def _unclosed_bracket(text: str, end_line: int, end_col: int) -> tuple[str, int, int] | None:
+    """The innermost '[' or '{' still open at (end_line, end_col): (char, line, column), 0-based.
+
+    Quotes and comments are skipped, so brackets inside strings do not count.
+    """
+    stack: list[tuple[str, int, int]] = []
+    for ln, row in enumerate(text.splitlines()):
+        if ln > end_line:
+            break
+        quote = None
+        for col, ch in enumerate(row):
+            if ln == end_line and col >= end_col:
+                break
+            if quote:
+                if ch == quote:
+                    quote = None
+            elif ch in "\"'":
+                quote = ch
+            elif ch == "#" and (col == 0 or row[col - 1] in " \t"):
+                break
+            elif ch in "[{":
+                stack.append((ch, ln, col))
+            elif ch in "]}" and stack:
+                stack.pop()
+    return stack[-1] if stack else None
+
+
 def _yaml_error(e: yaml.MarkedYAMLError, file: str, text: str) -> SpecError:
+    """One clear sentence for PyYAML's parser messages, located where the mistake is."""
     mark = e.problem_mark or e.context_mark
     line = mark.line + 1 if mark else None
     column = mark.column + 1 if mark else None
     problem = (e.problem or e.context or "syntax error").strip()
+    context = e.context or ""
     hint = None
-    bad_line = text.splitlines()[mark.line] if mark and mark.line < len(text.splitlines()) else ""
+    text_lines = text.splitlines()
+    bad_line = text_lines[mark.line] if mark and mark.line < len(text_lines) else ""
     if "\t" in problem or "'\\t'" in problem or ("\t" in bad_line[: (mark.column + 1 if mark else 0)]):
         problem = "a tab character; YAML indentation must use spaces"
         hint = "replace the tabs with spaces"
-    elif e.context and e.context.startswith("while parsing a flow") and e.context_mark is not None:
-        opener = "[" if "sequence" in e.context else "{"
+    elif context.startswith("while parsing a flow") and e.context_mark is not None:
+        opener, oline, ocol = "[" if "sequence" in context else "{", e.context_mark.line, e.context_mark.column
+        if "flow node" in context:  # PyYAML marks the empty value, not the bracket; find it
+            found = _unclosed_bracket(text, mark.line, mark.column)
+            if found is not None:
+                opener, oline, ocol = found
         closer = "]" if opener == "[" else "}"
-        got = e.problem.split("but found", 1)[-1].split("but got", 1)[-1].strip()
+        got = problem.split("but found", 1)[-1].split("but got", 1)[-1].strip()
         problem = (f"the '{opener}' opened here is never closed (at line {line} found {got} "
                    f"where ',' or '{closer}' was expected)")
+        line, column = oline + 1, ocol + 1
+    elif "escape character" in problem:
+        ch = problem.split("'")[1] if "'" in problem else "?"
+        problem = f"'\\{ch}' is not an escape sequence in a double-quoted string"
+        hint = "use single quotes, or write the backslash twice"
+    elif "quoted scalar" in context and e.context_mark is not None:
+        problem = f"the quoted string opened here is never closed ({problem} at line {line})"
         line, column = e.context_mark.line + 1, e.context_mark.column + 1
-    elif e.context and "quoted scalar" in e.context and e.context_mark is not None:
-        problem = f"the quoted string opened here is never closed ({e.problem} at line {line})"
-        line, column = e.context_mark.line + 1, e.context_mark.column + 1
-    elif e.context and e.problem and "expected" in e.problem:
-        problem = f"{e.context}, {e.problem}"
+    elif "but found ']'" in problem or "but found '}'" in problem:
+        closer = "]" if "']'" in problem else "}"
+        problem = f"a '{closer}' that closes nothing (no matching '{'[' if closer == ']' else '{'}' before it)"
+    elif "expected <block end>" in problem:
+        prev = _previous_content(text_lines, mark.line)
+        hint = "indent the keys of one mapping, and the '-' items of one list, by the same number of spaces"
+        if prev is not None and prev.lstrip().startswith("-") and _indent(prev) == _indent(bad_line) \
+                and not bad_line.lstrip().startswith("-"):
+            item = prev.lstrip()[1:]
+            key_col = _indent(prev) + 2 + len(item) - len(item.lstrip(" "))
+            problem = (f"bad indentation: this line starts at the column of the '-' above it; a key of that "
+                       f"list item must line up with the item's first key (column {key_col})")
+        else:
+            above = f" (the line above starts at column {_indent(prev) + 1})" if prev is not None else ""
+            problem = (f"bad indentation: this line starts at column {_indent(bad_line) + 1}, which lines up "
+                       f"with no block above it{above}")
     elif "mapping values are not allowed" in problem:
-        hint = "a ':' inside a value needs quotes, or a key is indented wrongly"
+        prev = _previous_content(text_lines, mark.line)
+        if prev is not None and _indent(bad_line) > _indent(prev) and ":" in prev and \
+                prev.split(":", 1)[1].strip() and not prev.rstrip().endswith(("[", "{", ",")):
+            problem = (f"bad indentation: this line is indented more than the line above it (column "
+                       f"{_indent(bad_line) + 1}, not {_indent(prev) + 1}), so it reads as part of that line's value")
+            hint = "align it with the keys above"
+            column = _indent(bad_line) + 1
+        else:
+            problem = "a ':' followed by a space inside a value"
+            hint = "put the value in quotes, or check the indentation of this key"
+    elif "undefined alias" in problem:
+        name = problem.split("'")[1] if "'" in problem else "?"
+        problem = f"the alias *{name} refers to no anchor: define '&{name}' on a value above it"
+    elif "could not determine a constructor" in problem:
+        tag = problem.split("tag", 1)[-1].strip().strip("'").replace("tag:yaml.org,2002:", "!!")
+        problem = f"the tag {tag} is not allowed; net files hold plain data (maps, lists, numbers, strings)"
+    elif "expected a single document" in context:
+        problem = "a second YAML document ('---'); a net file holds one document"
+    elif "cannot start any token" in problem:
+        ch = problem.split("'")[1] if "'" in problem else "?"
+        problem = f"'{ch}' cannot start a plain value"
+        hint = "put the value in quotes"
+    elif context and problem and "expected" in problem:
+        problem = f"{context}, {problem}"
     return SpecError(f"YAML syntax error: {problem}", file=file, line=line, column=column, hint=hint)

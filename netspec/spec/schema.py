@@ -54,7 +54,9 @@ def build_net_schema(reg: dict | None = None) -> dict:
     dispatch = []
     for t in types:
         defs[f"layer.{t}"] = layer_schema(reg[t])
-        dispatch.append({"if": {"properties": {"type": {"const": t}}, "required": ["type"]},
+        # "type": "object" in the condition: without it a layer written as a string or a list
+        # would match every type's branch (properties and required hold for non-objects).
+        dispatch.append({"if": {"type": "object", "properties": {"type": {"const": t}}, "required": ["type"]},
                          "then": {"$ref": f"#/$defs/layer.{t}"}})
     defs["layer"] = {
         "type": "object",

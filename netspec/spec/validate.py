@@ -14,7 +14,7 @@ from typing import Any, Iterable
 import jsonschema
 from jsonschema import Draft202012Validator
 
-from netspec.errors import ErrorList, SpecError, raise_all, suggestion
+from netspec.errors import ErrorList, SpecError, did_you_mean, raise_all, suggestion
 from netspec.spec.load import Doc
 
 _JSON_TYPES = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
@@ -71,15 +71,25 @@ def validate(doc: Doc, schema: dict, *, list_key: str | None = "layers") -> None
 
 def schema_errors(doc: Doc, schema: dict, *, list_key: str | None = "layers") -> list[SpecError]:
     v = validator_for(schema)
-    out: list[SpecError] = []
-    seen: set[tuple] = set()
+    found: list[tuple[tuple, str, SpecError]] = []   # (document path, kind, error)
     for err in v.iter_errors(doc.data):
         for leaf in _leaves(err):
-            for e in _convert(leaf, doc, v.schema, list_key):
-                key = (e.line, e.field, e.message)
-                if key not in seen:
-                    seen.add(key)
-                    out.append(e)
+            found.extend(_convert(leaf, doc, v.schema, list_key))
+    # A value of the wrong type explains every other complaint about it (an enum, a 'not'
+    # rule), and an unknown key that looks like a missing required one explains the latter.
+    wrong_type = {path for path, kind, _ in found if kind == "type"}
+    suggested = {(path[:-1], getattr(e, "suggested", None)) for path, kind, e in found if kind == "unknown"}
+    out: list[SpecError] = []
+    seen: set[tuple] = set()
+    for path, kind, e in found:
+        if kind != "type" and any(path[:k] in wrong_type for k in range(len(path) + 1)):
+            continue
+        if kind == "required" and path and (path[:-1], path[-1]) in suggested:
+            continue
+        key = (e.line, e.field, e.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(e)
     return out
 
 
@@ -116,13 +126,35 @@ def _context(doc: Doc, path: tuple, list_key: str | None):
     return None, None, path
 
 
-def _field_name(rel: tuple) -> str | None:
-    parts = [str(p) if not isinstance(p, int) else f"[{p}]" for p in rel]
-    text = ".".join(parts).replace(".[", "[")
+def _field_name(rel: tuple, container: Any = None) -> str | None:
+    """``("param", "weight", "lr_mult")`` -> ``param.weight.lr_mult``; list indexes as ``[i]``.
+
+    ``container`` (the value ``rel`` starts in) tells a list index from a mapping key that
+    YAML read as a number or a boolean.
+    """
+    text = ""
+    node = container
+    for p in rel:
+        if isinstance(node, list) or (node is None and isinstance(p, int) and not isinstance(p, bool)):
+            text += f"[{p}]"
+        else:
+            text += ("." if text else "") + _key_text(p)
+        try:
+            node = node[p] if node is not None else None
+        except (KeyError, IndexError, TypeError):
+            node = None
     return text or None
 
 
-def _convert(err: jsonschema.ValidationError, doc: Doc, root: dict, list_key: str | None) -> list[SpecError]:
+def _key_text(key: Any) -> str:
+    """A mapping key as the user wrote it (YAML reads ``on``/``yes``/``true`` keys as booleans)."""
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return str(key)
+
+
+def _convert(err: jsonschema.ValidationError, doc: Doc, root: dict, list_key: str | None) -> list[tuple]:
+    """(document path, kind, located error) for each complaint in one schema error."""
     path = tuple(err.absolute_path)
     inst = err.instance
     if err.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(inst, dict):
@@ -131,21 +163,36 @@ def _convert(err: jsonschema.ValidationError, doc: Doc, root: dict, list_key: st
         out = []
         for key in [k for k in inst if k not in allowed]:
             what = "top-level key" if not path else ("param name" if path[-1] == "param" else "field")
-            msg = f"unknown {what} '{key}'"
-            sug = suggestion(str(key), known)
-            msg += sug
-            if not sug and len(known) <= 40:
+            msg = f"unknown {what} '{_key_text(key)}'"
+            hint = None
+            best = did_you_mean(key, known) if isinstance(key, str) else None
+            if best is not None and best != key:
+                msg += f"; did you mean '{best}'?"
+            elif len(known) <= 40:
                 msg += f" (known: {', '.join(sorted(known))})"
-            out.append(_located(doc, path + (key,), list_key, msg, None))
+            if not isinstance(key, str):
+                hint = ("YAML reads an unquoted yes/no/on/off/true/false or number as a value, not a name; "
+                        "quote the key if a name was meant")
+            e = _located(doc, path + (key,), list_key, msg, hint)
+            e.suggested = best
+            out.append((path + (key,), "unknown", e))
         return out
     msg, hint, extra = _message(err, path, inst, list_key)
-    return [_located(doc, path + extra, list_key, msg, hint)]
+    kind = err.validator if err.validator in ("type", "required") else "other"
+    return [(path + extra, kind, _located(doc, path + extra, list_key, msg, hint))]
 
 
 def _located(doc: Doc, full: tuple, list_key: str | None, msg: str, hint: str | None) -> SpecError:
     name, ltype, rel = _context(doc, full, list_key)
+    container = doc.data
+    for p in full[: len(full) - len(rel)]:
+        try:
+            container = container[p]
+        except (KeyError, IndexError, TypeError):
+            container = None
+            break
     return SpecError(msg, file=doc.file, line=doc.line(full), layer=name, layer_type=ltype,
-                     field=_field_name(rel), hint=hint)
+                     field=_field_name(rel, container), hint=hint)
 
 
 def _message(err: jsonschema.ValidationError, path: tuple, inst: Any, list_key: str | None):
@@ -162,7 +209,13 @@ def _message(err: jsonschema.ValidationError, path: tuple, inst: Any, list_key: 
     elif v == "type":
         want = err.validator_value
         wants = [want] if isinstance(want, str) else list(want)
-        msg = f"expected {' or '.join(_JSON_TYPES.get(w, w) for w in wants)}, got {_json_type(inst)} {_show(inst)}"
+        want_text = " or ".join(_JSON_TYPES.get(w, w) for w in wants)
+        if inst is None:
+            msg = f"expected {want_text}, but the value is empty"
+            hint = ("write a value after the ':', or remove the key" if path and isinstance(path[-1], str)
+                    else "write the item after the '-', or remove the '-'")
+        else:
+            msg = f"expected {want_text}, got {_json_type(inst)} {_show(inst)}"
         if "integer" in wants and isinstance(inst, float):
             hint = "write it without a decimal point"
         if isinstance(inst, str) and any(w in ("number", "integer") for w in wants):
