@@ -1,7 +1,14 @@
-"""Normalization and affine layers: LRN, BatchNorm, MVN, Scale, Bias (schema and shapes)."""
+"""Normalization and affine layers: LRN, BatchNorm, MVN, Scale, Bias.
+
+The layers reshape their blobs into the 3-D views the ``norm`` kernels take and keep their
+scratch (LRN's scale, BatchNorm's normalized input, per-row statistics) from ``setup`` on.
+"""
 
 from __future__ import annotations
 
+import numpy as np
+
+from netspec.core.device import kernels
 from netspec.core.layer import Layer, count, register
 from netspec.spec import types as T
 
@@ -42,6 +49,34 @@ class LRN(Layer):
     def flops(self, bottom_shapes, top_shapes):
         return count(bottom_shapes[0]) * (self.p.get("local_size", 5) + 4)
 
+    def setup(self, bottom, top):
+        self.K = kernels("norm")
+        n, c, h, w = bottom[0].shape
+        self.size = int(self.p.get("local_size", 5))
+        self.alpha = float(self.p.get("alpha", 1.0))
+        self.beta = float(self.p.get("beta", 0.75))
+        self.k = float(self.p.get("k", 1.0))
+        self.across = self.p.get("norm_region", "ACROSS_CHANNELS") == "ACROSS_CHANNELS"
+        self.dims = (n, c, h * w) if self.across else (n * c, h, w)
+        self._scale = np.empty(self.dims, dtype=bottom[0].data.dtype)  # k + alpha/n sum x^2, for backward
+
+    def forward(self, bottom, top):
+        x, y = bottom[0].data.reshape(self.dims), top[0].data.reshape(self.dims)
+        if self.across:
+            self.K.lrn_across_forward(y, self._scale, x, self.size, self.alpha / self.size, self.beta, self.k)
+        else:  # k is ignored: Caffe hard-codes the shift to 1 in this region
+            self.K.lrn_within_forward(y, self._scale, x, self.size, self.alpha / self.size ** 2, self.beta)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        x, y = bottom[0].data.reshape(self.dims), top[0].data.reshape(self.dims)
+        dx, dy = bottom[0].grad.reshape(self.dims), top[0].grad.reshape(self.dims)
+        if self.across:
+            self.K.lrn_across_backward(dx, dy, y, self._scale, x, self.size, self.alpha / self.size, self.beta)
+        else:
+            self.K.lrn_within_backward(dx, dy, y, self._scale, x, self.size, self.alpha / self.size ** 2, self.beta)
+
 
 @register("BatchNorm")
 class BatchNorm(Layer):
@@ -79,6 +114,58 @@ class BatchNorm(Layer):
     def flops(self, bottom_shapes, top_shapes):
         return 4 * count(bottom_shapes[0])
 
+    def setup(self, bottom, top):
+        self.K = kernels("norm")
+        shape = bottom[0].shape
+        c = shape[1]
+        self.dims = (shape[0], c, count(shape, 2))
+        ug = self.p.get("use_global_stats")
+        self.use_global = self.phase == "TEST" if ug is None else bool(ug)
+        # The accumulators move only while training on batch statistics.  Caffe also moves
+        # them in a TEST-phase layer with use_global_stats: false, and a test net shares them
+        # with the train net, so a test pass would change the training state: we do not.
+        self.update = self.phase == "TRAIN" and not self.use_global
+        self.fraction = float(self.p.get("moving_average_fraction", 0.999))
+        self.eps = float(self.p.get("eps", 1e-5))
+        m = count(shape) // c
+        self.correction = m / (m - 1) if m > 1 else 1.0  # biased -> unbiased variance
+        self._mean = np.zeros(c)        # float64 statistics, whatever the blob dtype
+        self._var = np.zeros(c)
+        self._inv_std = np.zeros(c)
+        # the normalized input for backward: top 0 may be overwritten by a later in-place layer
+        self._xnorm = None if self.use_global else np.empty(self.dims, dtype=bottom[0].data.dtype)
+
+    def forward(self, bottom, top):
+        x, y = bottom[0].data.reshape(self.dims), top[0].data.reshape(self.dims)
+        mean, var, sf = (self.params[p].data for p in self.param_names)
+        if self.use_global:
+            s = float(sf.reshape(-1)[0])
+            f = 0.0 if s == 0 else 1.0 / s   # a fresh net: mean 0, variance 0, y = x / sqrt(eps)
+            np.multiply(mean, f, out=self._mean)
+            np.multiply(var, f, out=self._var)
+        else:
+            self.K.batchnorm_stats(self._mean, self._var, x)
+            if self.update:
+                sf *= self.fraction
+                sf += 1.0
+                mean *= self.fraction
+                mean += self._mean
+                var *= self.fraction
+                var += self.correction * self._var
+        np.add(self._var, self.eps, out=self._inv_std)
+        np.sqrt(self._inv_std, out=self._inv_std)
+        np.reciprocal(self._inv_std, out=self._inv_std)
+        self.K.batchnorm_forward(y, y if self._xnorm is None else self._xnorm, x, self._mean, self._inv_std)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dx, dy = bottom[0].grad.reshape(self.dims), top[0].grad.reshape(self.dims)
+        if self.use_global:
+            self.K.scale_forward(dx, dy, self._inv_std)   # the statistics are constants here
+        else:
+            self.K.batchnorm_backward(dx, dy, self._xnorm, self._inv_std)
+
 
 @register("MVN")
 class MVN(Layer):
@@ -100,6 +187,29 @@ class MVN(Layer):
             raise self.error(f"needs at least 2 axes, got {_fmt(bottom_shapes[0])}", "bottom")
         return [tuple(bottom_shapes[0])]
 
+    def flops(self, bottom_shapes, top_shapes):
+        return 4 * count(bottom_shapes[0])
+
+    def setup(self, bottom, top):
+        self.K = kernels("norm")
+        shape = bottom[0].shape
+        rows = shape[0] if self.p.get("across_channels") else shape[0] * shape[1]
+        self.dims = (rows, count(shape) // rows)
+        self.normalize_variance = bool(self.p.get("normalize_variance", True))
+        self.eps = float(self.p.get("eps", 1e-9))
+        self._mean = np.zeros(rows)
+        self._std = np.zeros(rows)
+
+    def forward(self, bottom, top):
+        self.K.mvn_forward(top[0].data.reshape(self.dims), self._mean, self._std, bottom[0].data.reshape(self.dims),
+                           self.normalize_variance, self.eps)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            # from the output, as Caffe: in place works
+            self.K.mvn_backward(bottom[0].grad.reshape(self.dims), top[0].grad.reshape(self.dims),
+                                top[0].data.reshape(self.dims), self._std, self.normalize_variance, self.eps)
+
 
 def _broadcast_shape(layer, shape, axis_field="axis", num_axes_field="num_axes"):
     """The shape of a Scale/Bias param: ``shape[axis:axis+num_axes]`` (num_axes -1: to the end)."""
@@ -111,6 +221,15 @@ def _broadcast_shape(layer, shape, axis_field="axis", num_axes_field="num_axes")
         raise layer.error(f"axis {axis} + num_axes {na} goes past the {len(shape)} axes of {_fmt(shape)}",
                           num_axes_field)
     return tuple(shape[axis:axis + na])
+
+
+def _affine_dims(layer, shape, operand) -> tuple[int, int, int]:
+    """The (outer, D, inner) view of a bottom of ``shape`` for a Scale/Bias operand shape."""
+    d = count(operand)
+    if d == 1:  # a scalar broadcasts over everything (Caffe treats the axis as 0)
+        return 1, 1, count(shape)
+    axis = layer.axis(layer.p.get("axis", 1), len(shape))
+    return count(shape, 0, axis), d, count(shape, axis + len(operand))
 
 
 def _check_operand(layer, shape, operand):
@@ -173,6 +292,49 @@ class Scale(Layer):
     def flops(self, bottom_shapes, top_shapes):
         return count(bottom_shapes[0]) * (2 if self.p.get("bias_term") else 1)
 
+    def setup(self, bottom, top):
+        self.K = kernels("norm")
+        self.two = len(bottom) == 2
+        operand = bottom[1].shape if self.two else self.params["scale"].data.shape
+        self.dims = _affine_dims(self, bottom[0].shape, operand)
+        self.bias = "bias" in self.params
+        dtype = bottom[0].data.dtype
+        self._dscale = np.empty(self.dims[1], dtype=dtype)
+        self._dbias = np.empty(self.dims[1], dtype=dtype)
+        # in place, the gradient of gamma needs the input forward overwrote (as Caffe's temp_)
+        in_place = top[0] is bottom[0] or np.shares_memory(top[0].data, bottom[0].data)
+        self._x = np.empty(self.dims, dtype=dtype) if in_place else None
+
+    def _gamma(self, bottom) -> np.ndarray:
+        return (bottom[1].data if self.two else self.params["scale"].data).reshape(-1)
+
+    def forward(self, bottom, top):
+        x, y = bottom[0].data.reshape(self.dims), top[0].data.reshape(self.dims)
+        if self._x is not None:
+            np.copyto(self._x, x)
+        if self.bias:
+            self.K.scale_bias_forward(y, x, self._gamma(bottom), self.params["bias"].data.reshape(-1))
+        else:
+            self.K.scale_forward(y, x, self._gamma(bottom))
+
+    def backward(self, top, propagate_down, bottom):
+        dy = top[0].grad.reshape(self.dims)
+        if self.bias:  # before dx, which may be dy
+            self.K.bias_backward(self._dbias, dy)
+            self.params["bias"].grad.reshape(-1)[...] += self._dbias
+        need_dx = bool(propagate_down[0])
+        need_dgamma = not self.two or bool(propagate_down[1])
+        if not (need_dx or need_dgamma):
+            return
+        x = self._x if self._x is not None else bottom[0].data.reshape(self.dims)
+        self.K.scale_backward(bottom[0].grad.reshape(self.dims), self._dscale, dy, x, self._gamma(bottom),
+                              need_dx, need_dgamma)
+        if need_dgamma:
+            if self.two:
+                bottom[1].grad.reshape(-1)[...] = self._dscale
+            else:
+                self.params["scale"].grad.reshape(-1)[...] += self._dscale
+
 
 @register("Bias")
 class Bias(Layer):
@@ -205,3 +367,30 @@ class Bias(Layer):
         if len(bottom_shapes) == 2:
             return {}
         return {"bias": _broadcast_shape(self, bottom_shapes[0])}
+
+    def flops(self, bottom_shapes, top_shapes):
+        return count(bottom_shapes[0])
+
+    def setup(self, bottom, top):
+        self.K = kernels("norm")
+        self.two = len(bottom) == 2
+        operand = bottom[1].shape if self.two else self.params["bias"].data.shape
+        self.dims = _affine_dims(self, bottom[0].shape, operand)
+        self._dbias = np.empty(self.dims[1], dtype=bottom[0].data.dtype)
+
+    def _beta(self, bottom) -> np.ndarray:
+        return (bottom[1].data if self.two else self.params["bias"].data).reshape(-1)
+
+    def forward(self, bottom, top):
+        self.K.bias_forward(top[0].data.reshape(self.dims), bottom[0].data.reshape(self.dims), self._beta(bottom))
+
+    def backward(self, top, propagate_down, bottom):
+        dy = top[0].grad.reshape(self.dims)
+        if not self.two or propagate_down[1]:
+            self.K.bias_backward(self._dbias, dy)
+            if self.two:
+                bottom[1].grad.reshape(-1)[...] = self._dbias
+            else:
+                self.params["bias"].grad.reshape(-1)[...] += self._dbias
+        if propagate_down[0] and bottom[0].grad is not top[0].grad:
+            np.copyto(bottom[0].grad, top[0].grad)
