@@ -1,10 +1,12 @@
-"""InnerProduct, Dropout and Embed: schema and shape inference."""
+"""InnerProduct, Dropout and Embed."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from netspec.core.device import kernels
 from netspec.core.layer import Layer, count, register
+from netspec.errors import DataError
 from netspec.spec import types as T
 
 
@@ -101,6 +103,35 @@ class Dropout(Layer):
     def reshape(self, bottom_shapes):
         return [bottom_shapes[0]]
 
+    def flops(self, bottom_shapes, top_shapes):
+        return count(bottom_shapes[0])
+
+    def setup(self, bottom, top):
+        self.K = kernels("common")
+        self.ratio = float(self.p.get("dropout_ratio", 0.5))
+        self.scale = 1.0 / (1.0 - self.ratio)
+        self.train = self.phase == "TRAIN"   # the layer's own phase, as Caffe
+        # the uniform draws of the last forward, the mask that backward reuses; float64 whatever
+        # the blob dtype, so that a float32 and a float64 net with one seed drop the same units
+        self._rand = np.empty(bottom[0].count) if self.train else None
+
+    def forward(self, bottom, top):
+        if self.train:
+            self.rng.random(out=self._rand)
+            self.K.dropout_forward(top[0].data.reshape(-1), bottom[0].data.reshape(-1), self._rand,
+                                   self.ratio, self.scale)
+        elif top[0].data is not bottom[0].data:
+            np.copyto(top[0].data, bottom[0].data)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        if self.train:
+            self.K.dropout_backward(bottom[0].grad.reshape(-1), top[0].grad.reshape(-1), self._rand,
+                                    self.ratio, self.scale)
+        elif bottom[0].grad is not top[0].grad:
+            np.copyto(bottom[0].grad, top[0].grad)
+
 
 @register("Embed")
 class Embed(Layer):
@@ -118,6 +149,7 @@ class Embed(Layer):
     param_names = ("weight", "bias")
     filler_fields = {"weight": "weight_filler", "bias": "bias_filler"}
     inplace = False
+    no_grad_bottoms = (0,)   # indices: Caffe refuses to backpropagate to them
     schema = {
         "properties": {
             "num_output": T.integer(1, desc="size of each vector"),
@@ -135,3 +167,30 @@ class Embed(Layer):
     def param_shapes(self, bottom_shapes):
         w = (self.p["input_dim"], self.p["num_output"])
         return {"weight": w, "bias": (self.p["num_output"],)} if self.p.get("bias_term", True) else {"weight": w}
+
+    def setup(self, bottom, top):
+        self.K = kernels("common")
+        self.m = bottom[0].count
+        self.n = self.p["num_output"]
+        self.input_dim = self.p["input_dim"]
+        self.bias = "bias" in self.params
+        self._db = np.empty(self.n, dtype=top[0].data.dtype)
+
+    def forward(self, bottom, top):
+        index = bottom[0].data.reshape(-1)
+        bad = self.K.embed_check(index, self.input_dim)
+        if bad >= 0:
+            raise self.error(f"index {index[bad]:g} at position {bad} of the batch is not an integer in "
+                             f"[0, {self.input_dim}); check the data or input_dim", "bottom", cls=DataError)
+        y = top[0].data.reshape(self.m, self.n)
+        self.K.embed_forward(y, index, self.params["weight"].data)
+        if self.bias:
+            y += self.params["bias"].data
+
+    def backward(self, top, propagate_down, bottom):
+        # no gradient to the indices (no_grad_bottoms): only the params learn
+        dy = top[0].grad.reshape(self.m, self.n)
+        self.K.embed_backward(self.params["weight"].grad, dy, bottom[0].data.reshape(-1))
+        if self.bias:
+            np.sum(dy, axis=0, out=self._db)
+            self.params["bias"].grad += self._db
