@@ -7,7 +7,8 @@ Caffe users kept a hand-written deploy.prototxt in step with train_val; here it 
   -> Sigmoid) becomes that layer on its first bottom, with top ``prob``; other losses and
   Accuracy go.
 - Then every layer whose bottoms are no longer produced goes, and every layer whose tops only
-  the removed layers read (the Flatten that shaped a loss target), until none is left to remove.
+  the removed layers read as targets (the Flatten that shaped a loss target), until none is
+  left to remove.  A removed loss's first bottom is a prediction: it stays, as an output.
 
 The TEST net is the one with the given stages, or, when the file's TEST layers require stages
 (the autoencoder's ``test-on-train``/``test-on-test``), the first stage set its rules name.
@@ -41,16 +42,19 @@ def derive_deploy(net: NetSpec, batch: int | None = None, level: int | None = No
     read_in_test = {b for l in test.layers for b in l.get("bottom", [])}
     data_tops: list[str] = []
     kept: list[LayerSpec] = []
+    predictions: set[str] = set()
     for layer in test.layers:
         cls = layer_class(layer["type"])
         if is_source(cls):
             data_tops.extend(t for t in layer["top"] if t not in data_tops)
             continue
         if cls.is_loss or layer["type"] == "Accuracy":
+            predictions.update(layer.get("bottom", [])[:1])
             if cls.deploy_as and layer.get("bottom"):
                 kept.append(_replacement(layer, cls.deploy_as, kept))
             continue
         kept.append(layer)
+    read_in_test -= predictions
     # drop layers that lost their inputs, and layers that fed only removed layers, repeatedly
     while True:
         produced = set(data_tops)

@@ -133,7 +133,7 @@ DEFS: dict[str, dict] = {
             "sparse": integer(minimum=-1, desc="gaussian: expected non-zeros per output (-1: dense)"),
             "variance_norm": enum(("FAN_IN", "FAN_OUT", "AVERAGE"), desc="xavier/msra: which fan"),
         },
-        "required": ["type"],
+        # no "required": as in Caffe, a filler without a type is constant ({value: 0.1})
         "additionalProperties": False,
     },
     "rule": {
