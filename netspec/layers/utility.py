@@ -1,6 +1,8 @@
-"""Blob plumbing and small tensor operations: schema and shape inference.
+"""Blob plumbing and small tensor operations: Split, Concat, Slice, Eltwise, Flatten, Reshape,
+Silence, Softmax, ArgMax, Reduction, Tile, Crop.
 
-Split, Concat, Slice, Eltwise, Flatten, Reshape, Silence, Softmax, ArgMax, Reduction, Tile, Crop.
+Each layer views its blobs as the 1-D, 2-D or 3-D ``(outer, axis, inner)`` arrays its kernels
+take (``netspec/kernels/<device>/utility.py``); reshapes are views, so nothing is copied twice.
 """
 
 from __future__ import annotations
@@ -81,6 +83,28 @@ class Concat(Layer):
         out[axis] = total
         return [tuple(out)]
 
+    def setup(self, bottom, top):
+        self.K = kernels("utility")
+        shape = top[0].shape
+        axis = self.axis(self.p.get("axis", 1), len(shape))
+        self.outer, self.total, self.inner = count(shape, 0, axis), shape[axis], count(shape, axis + 1)
+        self.sizes = [b.shape[axis] for b in bottom]
+
+    def forward(self, bottom, top):
+        out = top[0].data.reshape(self.outer, self.total, self.inner)
+        offset = 0
+        for b, n in zip(bottom, self.sizes):
+            self.K.concat_forward(out, b.data.reshape(self.outer, n, self.inner), offset)
+            offset += n
+
+    def backward(self, top, propagate_down, bottom):
+        dout = top[0].grad.reshape(self.outer, self.total, self.inner)
+        offset = 0
+        for b, n, pd in zip(bottom, self.sizes, propagate_down):
+            if pd:
+                self.K.concat_backward(b.grad.reshape(self.outer, n, self.inner), dout, offset)
+            offset += n
+
 
 @register("Slice")
 class Slice(Layer):
@@ -137,6 +161,29 @@ class Slice(Layer):
             out.append(tuple(s))
         return out
 
+    def setup(self, bottom, top):
+        self.K = kernels("utility")
+        shape = bottom[0].shape
+        axis = self.axis(self.p.get("axis", 1), len(shape))
+        self.outer, self.total, self.inner = count(shape, 0, axis), shape[axis], count(shape, axis + 1)
+        self.parts = self.sizes(shape)
+
+    def forward(self, bottom, top):
+        inp = bottom[0].data.reshape(self.outer, self.total, self.inner)
+        offset = 0
+        for t, n in zip(top, self.parts):
+            self.K.slice_forward(t.data.reshape(self.outer, n, self.inner), inp, offset)
+            offset += n
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dinp = bottom[0].grad.reshape(self.outer, self.total, self.inner)
+        offset = 0
+        for t, n in zip(top, self.parts):  # the parts tile the axis, so every element is written
+            self.K.slice_backward(dinp, t.grad.reshape(self.outer, n, self.inner), offset)
+            offset += n
+
 
 @register("Eltwise")
 class Eltwise(Layer):
@@ -179,9 +226,84 @@ class Eltwise(Layer):
     def flops(self, bottom_shapes, top_shapes):
         return count(top_shapes[0]) * len(bottom_shapes)
 
+    def setup(self, bottom, top):
+        self.K = kernels("utility")
+        self.op = self.p.get("operation", "SUM")
+        self.coeff = [float(c) for c in (self.p.get("coeff") or [1.0] * len(bottom))]
+        self.stable = bool(self.p.get("stable_prod_grad", True))
+        size = bottom[0].count
+        self.mask = np.zeros(size, dtype=np.int32) if self.op == "MAX" else None
+        # in place the top overwrites bottom 0, whose values PROD's backward still needs
+        in_place = top[0] is bottom[0]
+        self.x0 = np.empty(size, dtype=bottom[0].data.dtype) if self.op == "PROD" and in_place else None
+
+    def forward(self, bottom, top):
+        out = top[0].data.reshape(-1)
+        xs = [b.data.reshape(-1) for b in bottom]
+        # bottom 0 and 1 first: in place, ``out`` is bottom 0, and every kernel reads an
+        # element before it writes that element
+        if self.op == "SUM":
+            self.K.scale(out, xs[0], self.coeff[0])
+            for x, c in zip(xs[1:], self.coeff[1:]):
+                self.K.axpy(out, x, c)
+        elif self.op == "PROD":
+            if self.x0 is not None:
+                self.K.copy(self.x0, xs[0])
+            self.K.mul(out, xs[0], xs[1])
+            for x in xs[2:]:
+                self.K.mul(out, out, x)
+        else:
+            self.K.eltwise_max_forward(out, self.mask, xs[0], xs[1])
+            for j, x in enumerate(xs[2:], 2):
+                self.K.eltwise_max_next(out, self.mask, x, j)
+
+    def backward(self, top, propagate_down, bottom):
+        dout = top[0].grad.reshape(-1)
+        xs = [b.data.reshape(-1) for b in bottom]
+        if self.x0 is not None:
+            xs[0] = self.x0
+        # bottom 0 last: in place its gradient array is the top's
+        for j in list(range(1, len(bottom))) + [0]:
+            if not propagate_down[j]:
+                continue
+            dinp = bottom[j].grad.reshape(-1)
+            if self.op == "SUM":
+                self.K.scale(dinp, dout, self.coeff[j])
+            elif self.op == "MAX":
+                self.K.eltwise_max_backward(dinp, dout, self.mask, j)
+            elif self.stable:  # dy times the product of the other bottoms
+                others = [x for i, x in enumerate(xs) if i != j]
+                self.K.mul(dinp, dout, others[0])
+                for x in others[1:]:
+                    self.K.mul(dinp, dinp, x)
+            else:
+                self.K.eltwise_prod_quotient_backward(dinp, dout, top[0].data.reshape(-1), xs[j])
+
+
+class _ViewLayer(Layer):
+    """Top 0 is bottom 0 under another shape.  The Net makes the top a view of the bottom's data
+    and grad (``view = True``), so there is nothing to move; when the top is a separate array
+    (a caller that allocates its own), forward and backward copy."""
+
+    inplace = False
+    view = True
+
+    def setup(self, bottom, top):
+        self.K = kernels("utility")
+        self.copy_data = not np.may_share_memory(top[0].data, bottom[0].data)
+        self.copy_grad = not np.may_share_memory(top[0].grad, bottom[0].grad)
+
+    def forward(self, bottom, top):
+        if self.copy_data:
+            self.K.copy(top[0].data.reshape(-1), bottom[0].data.reshape(-1))
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0] and self.copy_grad:
+            self.K.copy(bottom[0].grad.reshape(-1), top[0].grad.reshape(-1))
+
 
 @register("Flatten")
-class Flatten(Layer):
+class Flatten(_ViewLayer):
     """Collapses axes ``axis`` .. ``end_axis`` into one (a view, no copy).
 
     Example::
@@ -189,8 +311,6 @@ class Flatten(Layer):
         {name: flat, type: Flatten, bottom: pool5}
     """
 
-    inplace = False
-    view = True
     schema = {"properties": {
         "axis": T.integer(default=1, desc="first axis to flatten"),
         "end_axis": T.integer(default=-1, desc="last axis to flatten"),
@@ -206,7 +326,7 @@ class Flatten(Layer):
 
 
 @register("Reshape")
-class Reshape(Layer):
+class Reshape(_ViewLayer):
     """Gives a blob a new shape with the same count (a view): ``0`` copies a dimension, ``-1`` is inferred.
 
     Only axes ``[axis, axis + num_axes)`` are replaced (``num_axes: -1``: to the end).
@@ -216,8 +336,6 @@ class Reshape(Layer):
         {name: reshape, type: Reshape, bottom: fc, shape: [0, -1, 4, 4]}
     """
 
-    inplace = False
-    view = True
     schema = {"properties": {
         "shape": T.shape("the new shape of the replaced axes"),
         "axis": T.integer(default=0, desc="first axis replaced"),
@@ -272,6 +390,17 @@ class Silence(Layer):
 
     def reshape(self, bottom_shapes):
         return []
+
+    def setup(self, bottom, top):
+        self.K = kernels("utility")
+
+    def forward(self, bottom, top):
+        pass
+
+    def backward(self, top, propagate_down, bottom):
+        for b, pd in zip(bottom, propagate_down):
+            if pd:
+                self.K.fill_zero(b.grad.reshape(-1))
 
 
 @register("Softmax")
@@ -335,8 +464,35 @@ class ArgMax(Layer):
             return [tuple(s)]
         if k > count(s, 1):
             raise self.error(f"top_k {k} is larger than the {count(s, 1)} values of each item", "top_k")
-        out = [s[0], 2 if self.p.get("out_max_val") else 1, k]
+        # Caffe pads the top to at least 3 axes and keeps the bottom's axis count beyond that
+        out = [1] * max(len(s), 3)
+        out[0], out[1], out[2] = s[0], 2 if self.p.get("out_max_val") else 1, k
         return [tuple(out)]
+
+    def setup(self, bottom, top):
+        self.K = kernels("utility")
+        shape = bottom[0].shape
+        self.k = int(self.p.get("top_k", 1))
+        self.out_max_val = bool(self.p.get("out_max_val", False))
+        self.has_axis = "axis" in self.p
+        if self.has_axis:
+            a = self.axis(self.p["axis"], len(shape))
+            self.outer, self.dim, self.inner = count(shape, 0, a), shape[a], count(shape, a + 1)
+        else:
+            self.outer, self.dim, self.inner = shape[0], count(shape, 1), 1
+        # receives whichever of indices / values the top does not hold
+        self.scratch = np.empty((self.outer, self.k, self.inner), dtype=bottom[0].data.dtype)
+
+    def forward(self, bottom, top):
+        inp = bottom[0].data.reshape(self.outer, self.dim, self.inner)
+        if self.has_axis:
+            t = top[0].data.reshape(self.outer, self.k, self.inner)
+            ind, val = (self.scratch, t) if self.out_max_val else (t, self.scratch)
+        else:
+            t = top[0].data.reshape(self.outer, -1, self.k)  # (N, 1 or 2, top_k): indices, then values
+            ind = t[:, 0, :, np.newaxis]
+            val = t[:, 1, :, np.newaxis] if self.out_max_val else self.scratch
+        self.K.argmax_forward(ind, val, inp, self.k)
 
 
 @register("Reduction")
@@ -355,10 +511,35 @@ class Reduction(Layer):
         "coeff": T.number(default=1.0),
     }}
 
+    OPS = {"SUM": 0, "MEAN": 0, "ASUM": 1, "SUMSQ": 2}  # kernel codes; MEAN is SUM with coeff / dim
+
     def reshape(self, bottom_shapes):
         s = bottom_shapes[0]
         a = self.axis(self.p.get("axis", 0), len(s))
         return [tuple(s[:a])]
+
+    def flops(self, bottom_shapes, top_shapes):
+        return count(bottom_shapes[0])
+
+    def setup(self, bottom, top):
+        self.K = kernels("utility")
+        shape = bottom[0].shape
+        a = self.axis(self.p.get("axis", 0), len(shape))
+        self.num, self.dim = count(shape, 0, a), count(shape, a)
+        op = self.p.get("operation", "SUM")
+        self.op = self.OPS[op]
+        self.coeff = float(self.p.get("coeff", 1.0))
+        if op == "MEAN" and self.dim:
+            self.coeff /= self.dim
+
+    def forward(self, bottom, top):
+        self.K.reduction_forward(top[0].data.reshape(self.num), bottom[0].data.reshape(self.num, self.dim),
+                                 self.op, self.coeff)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            self.K.reduction_backward(bottom[0].grad.reshape(self.num, self.dim), top[0].grad.reshape(self.num),
+                                      bottom[0].data.reshape(self.num, self.dim), self.op, self.coeff)
 
 
 @register("Tile")
@@ -378,6 +559,21 @@ class Tile(Layer):
         a = self.axis(self.p.get("axis", 1), len(s))
         s[a] *= self.p["tiles"]
         return [tuple(s)]
+
+    def setup(self, bottom, top):
+        self.K = kernels("utility")
+        shape = bottom[0].shape
+        a = self.axis(self.p.get("axis", 1), len(shape))
+        self.outer, self.inner, self.tiles = count(shape, 0, a), count(shape, a), int(self.p["tiles"])
+
+    def forward(self, bottom, top):
+        self.K.tile_forward(top[0].data.reshape(self.outer, self.tiles, self.inner),
+                            bottom[0].data.reshape(self.outer, self.inner))
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            self.K.tile_backward(bottom[0].grad.reshape(self.outer, self.inner),
+                                 top[0].grad.reshape(self.outer, self.tiles, self.inner))
 
 
 @register("Crop")
@@ -422,3 +618,23 @@ class Crop(Layer):
                                  "offset")
             out.append(ref[i])
         return [tuple(out)]
+
+    def setup(self, bottom, top):
+        self.K = kernels("utility")
+        shape, out = bottom[0].shape, top[0].shape
+        a = self.axis(self.p.get("axis", 2), len(shape))
+        offs = [0] * a + self.offsets(shape, bottom[1].shape)
+        # flat position in bottom 0 of every top element, built once by broadcasting per axis
+        index = np.zeros(out, dtype=np.int64)
+        for d in range(len(shape)):
+            pos = (np.arange(out[d], dtype=np.int64) + offs[d]) * count(shape, d + 1)
+            index += pos.reshape([-1 if e == d else 1 for e in range(len(shape))])
+        self.index = index.reshape(-1)
+
+    def forward(self, bottom, top):
+        self.K.crop_forward(top[0].data.reshape(-1), bottom[0].data.reshape(-1), self.index)
+
+    def backward(self, top, propagate_down, bottom):
+        # the reference bottom (1) only gives the shape: it never receives a gradient
+        if propagate_down[0]:
+            self.K.crop_backward(bottom[0].grad.reshape(-1), top[0].grad.reshape(-1), self.index)
