@@ -1,11 +1,15 @@
-"""Loss layers and Accuracy: schema and shape inference.
+"""Loss layers and Accuracy.
 
 Losses give a scalar top (shape ``()``) whose loss weight defaults to 1; a label bottom never
 receives a gradient.  ``normalization`` follows Caffe's LossParameter: FULL, VALID (default),
-BATCH_SIZE, NONE; the deprecated ``normalize: false`` means BATCH_SIZE.
+BATCH_SIZE, NONE; the deprecated ``normalize: false`` means BATCH_SIZE.  The Net seeds the loss
+top's gradient with the loss weight, so backward scales by ``top[0].grad / normalizer``.
+Kernels: ``softmax`` (SoftmaxWithLoss, InfogainLoss's softmax) and ``loss`` (the rest).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -38,6 +42,11 @@ class Loss(Layer):
         if n != outer_inner:
             raise self.error(f"the label has {n} values (shape {_fmt(label)}) but the prediction {_fmt(pred)} has "
                              f"{outer_inner} {what}; do the data and label batch sizes match?", "bottom")
+
+    def ignore_args(self) -> tuple[bool, int]:
+        """(has ignore_label, its value) as the kernels take them."""
+        ign = self.p.get("ignore_label")
+        return ign is not None, int(ign if ign is not None else 0)
 
 
 def _fmt(shape) -> str:
@@ -78,8 +87,7 @@ class SoftmaxWithLoss(Loss):
         self.losses = np.empty((self.outer, self.inner), dtype=bottom[0].data.dtype)
         self.valid = np.empty_like(self.losses)
         self.mode = normalization_mode(self.p)
-        ign = self.p.get("ignore_label")
-        self.has_ignore, self.ignore = ign is not None, int(ign if ign is not None else 0)
+        self.has_ignore, self.ignore_label = self.ignore_args()
         self.z = 1.0
 
     def _views(self, bottom):
@@ -91,7 +99,7 @@ class SoftmaxWithLoss(Loss):
         x, prob, label = self._views(bottom)
         self.K.softmax_forward(prob, x)
         check_label_values(self, label, self.c)
-        self.K.softmax_loss_forward(self.losses, self.valid, prob, label, self.has_ignore, self.ignore)
+        self.K.softmax_loss_forward(self.losses, self.valid, prob, label, self.has_ignore, self.ignore_label)
         self.z = normalizer(self.mode, self.outer, self.inner, float(self.valid.sum()))
         top[0].data[...] = self.losses.sum() / self.z
 
@@ -100,7 +108,7 @@ class SoftmaxWithLoss(Loss):
             _, prob, label = self._views(bottom)
             dx = bottom[0].grad.reshape(self.outer, self.c, self.inner)
             scale = float(top[0].grad) / self.z
-            self.K.softmax_loss_backward(dx, prob, label, self.has_ignore, self.ignore, scale)
+            self.K.softmax_loss_backward(dx, prob, label, self.has_ignore, self.ignore_label, scale)
 
 
 @register("SigmoidCrossEntropyLoss")
@@ -124,6 +132,36 @@ class SigmoidCrossEntropyLoss(Loss):
                              "bottom")
         return [()]
 
+    def flops(self, bottom_shapes, top_shapes):
+        return 5 * count(bottom_shapes[0])
+
+    def setup(self, bottom, top):
+        self.K = kernels("loss")
+        shape = bottom[0].shape
+        self.num, self.dim = shape[0], count(shape, 1)
+        dt = bottom[0].data.dtype
+        self.losses = np.empty(self.num, dtype=dt)
+        self.valid = np.empty(self.num, dtype=dt)
+        # this layer's default is BATCH_SIZE, not VALID (Caffe's sigmoid_cross_entropy_loss_layer.cpp)
+        self.mode = normalization_mode(self.p, default="BATCH_SIZE")
+        # Caffe compares static_cast<int>(target) with ignore_label: targets are truncated first
+        self.has_ignore, self.ignore_label = self.ignore_args()
+        self.z = 1.0
+
+    def forward(self, bottom, top):
+        x = bottom[0].data.reshape(self.num, self.dim)
+        t = bottom[1].data.reshape(self.num, self.dim)
+        self.K.sigmoid_cross_entropy_forward(self.losses, self.valid, x, t, self.has_ignore, self.ignore_label)
+        self.z = normalizer(self.mode, self.num, self.dim, float(self.valid.sum()))
+        top[0].data[...] = self.losses.sum() / self.z
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            self.K.sigmoid_cross_entropy_backward(
+                bottom[0].grad.reshape(self.num, self.dim), bottom[0].data.reshape(self.num, self.dim),
+                bottom[1].data.reshape(self.num, self.dim), self.has_ignore, self.ignore_label,
+                float(top[0].grad) / self.z)
+
 
 @register("EuclideanLoss")
 class EuclideanLoss(Loss):
@@ -143,6 +181,28 @@ class EuclideanLoss(Loss):
                              "bottom")
         return [()]
 
+    def flops(self, bottom_shapes, top_shapes):
+        return 3 * count(bottom_shapes[0])
+
+    def setup(self, bottom, top):
+        self.K = kernels("loss")
+        shape = bottom[0].shape
+        self.num, self.dim = shape[0], count(shape, 1)
+        dt = bottom[0].data.dtype
+        self.diff = np.empty((self.num, self.dim), dtype=dt)
+        self.losses = np.empty(self.num, dtype=dt)
+
+    def forward(self, bottom, top):
+        self.K.euclidean_forward(self.diff, self.losses, bottom[0].data.reshape(self.num, self.dim),
+                                 bottom[1].data.reshape(self.num, self.dim))
+        top[0].data[...] = self.losses.sum() / self.num / 2
+
+    def backward(self, top, propagate_down, bottom):
+        for j, sign in ((0, 1.0), (1, -1.0)):
+            if propagate_down[j]:
+                alpha = sign * float(top[0].grad) / self.num
+                self.K.euclidean_backward(bottom[j].grad.reshape(-1), self.diff.reshape(-1), alpha)
+
 
 @register("HingeLoss")
 class HingeLoss(Loss):
@@ -159,6 +219,27 @@ class HingeLoss(Loss):
         pred, label = bottom_shapes
         self.check_label(pred, label, pred[0], "items")
         return [()]
+
+    def setup(self, bottom, top):
+        self.K = kernels("loss")
+        shape = bottom[0].shape
+        self.num, self.dim = shape[0], count(shape, 1)
+        dt = bottom[0].data.dtype
+        self.margins = np.empty((self.num, self.dim), dtype=dt)
+        self.losses = np.empty(self.num, dtype=dt)
+        self.norm = 2 if self.p.get("norm", "L1") == "L2" else 1
+
+    def forward(self, bottom, top):
+        label = bottom[1].data.reshape(-1)
+        check_label_values(self, label, self.dim)
+        self.K.hinge_forward(self.margins, self.losses, bottom[0].data.reshape(self.num, self.dim), label,
+                             self.norm)
+        top[0].data[...] = self.losses.sum() / self.num
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            self.K.hinge_backward(bottom[0].grad.reshape(self.num, self.dim), self.margins,
+                                  bottom[1].data.reshape(-1), self.norm, float(top[0].grad) / self.num)
 
 
 @register("ContrastiveLoss")
@@ -187,6 +268,30 @@ class ContrastiveLoss(Loss):
             raise self.error(f"features must be (N, C) or (N, C, 1, 1), got {_fmt(a)}", "bottom")
         self.check_label(a, y, a[0], "items")
         return [()]
+
+    def setup(self, bottom, top):
+        self.K = kernels("loss")
+        shape = bottom[0].shape
+        self.num, self.dim = shape[0], count(shape, 1)
+        dt = bottom[0].data.dtype
+        self.diff = np.empty((self.num, self.dim), dtype=dt)
+        self.dist_sq = np.empty(self.num, dtype=dt)
+        self.losses = np.empty(self.num, dtype=dt)
+        self.margin = float(self.p.get("margin", 1.0))
+        self.legacy = bool(self.p.get("legacy_version", False))
+
+    def forward(self, bottom, top):
+        self.K.contrastive_forward(self.diff, self.dist_sq, self.losses, bottom[0].data.reshape(self.num, self.dim),
+                                   bottom[1].data.reshape(self.num, self.dim), bottom[2].data.reshape(-1),
+                                   self.margin, self.legacy)
+        top[0].data[...] = self.losses.sum() / self.num / 2
+
+    def backward(self, top, propagate_down, bottom):
+        for j, sign in ((0, 1.0), (1, -1.0)):
+            if propagate_down[j]:
+                alpha = sign * float(top[0].grad) / self.num
+                self.K.contrastive_backward(bottom[j].grad.reshape(self.num, self.dim), self.diff, self.dist_sq,
+                                            bottom[2].data.reshape(-1), self.margin, self.legacy, alpha)
 
 
 @register("InfogainLoss")
@@ -222,6 +327,61 @@ class InfogainLoss(Loss):
             raise self.error("needs H: a third bottom or a 'source' file", "source")
         return [()] + ([tuple(pred)] if len(self.p.get("top", [])) > 1 else [])
 
+    def flops(self, bottom_shapes, top_shapes):
+        return 6 * count(bottom_shapes[0])
+
+    def setup(self, bottom, top):
+        self.K = kernels("loss")
+        self.S = kernels("softmax")
+        shape = bottom[0].shape
+        axis = self.axis(self.p.get("axis", 1), len(shape))
+        self.outer, self.c, self.inner = count(shape, 0, axis), shape[axis], count(shape, axis + 1)
+        dt = bottom[0].data.dtype
+        self.prob = top[1].data if len(top) > 1 else np.empty(shape, dtype=dt)
+        self.losses = np.empty((self.outer, self.inner), dtype=dt)
+        self.valid = np.empty_like(self.losses)
+        # Caffe rejects the deprecated `normalize` here (the schema has no such field)
+        self.mode = normalization_mode(self.p)
+        self.has_ignore, self.ignore_label = self.ignore_args()
+        self.H = None
+        if len(bottom) < 3:
+            self.H = self._load_h(dt)
+        self.z = 1.0
+
+    def _load_h(self, dtype) -> np.ndarray:
+        from netspec.errors import DataError
+
+        path = Path(self.p["source"])
+        if not path.is_absolute() and self.base_dir is not None:
+            path = Path(self.base_dir) / path
+        try:
+            h = read_blob_file(path)
+        except (OSError, ValueError) as e:
+            raise self.error(f"cannot read the infogain matrix {path}: {e}", "source", cls=DataError)
+        if h.size != self.c * self.c:
+            raise self.error(f"the infogain matrix in {path} has shape {_fmt(h.shape)}; {self.c} classes need "
+                             f"{self.c}x{self.c}", "source", cls=DataError)
+        return np.ascontiguousarray(h.reshape(self.c, self.c), dtype=dtype)
+
+    def _views(self, bottom):
+        h = self.H if self.H is not None else bottom[2].data.reshape(self.c, self.c)
+        return (self.prob.reshape(self.outer, self.c, self.inner),
+                bottom[1].data.reshape(self.outer, self.inner), h)
+
+    def forward(self, bottom, top):
+        prob, label, h = self._views(bottom)
+        self.S.softmax_forward(prob, bottom[0].data.reshape(self.outer, self.c, self.inner))
+        check_label_values(self, label, self.c)
+        self.K.infogain_forward(self.losses, self.valid, prob, label, h, self.has_ignore, self.ignore_label)
+        self.z = normalizer(self.mode, self.outer, self.inner, float(self.valid.sum()))
+        top[0].data[...] = self.losses.sum() / self.z
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            prob, label, h = self._views(bottom)
+            self.K.infogain_backward(bottom[0].grad.reshape(self.outer, self.c, self.inner), prob, label, h,
+                                     self.has_ignore, self.ignore_label, float(top[0].grad) / self.z)
+
 
 @register("MultinomialLogisticLoss")
 class MultinomialLogisticLoss(Loss):
@@ -236,6 +396,24 @@ class MultinomialLogisticLoss(Loss):
         pred, label = bottom_shapes
         self.check_label(pred, label, pred[0], "items")
         return [()]
+
+    def setup(self, bottom, top):
+        self.K = kernels("loss")
+        shape = bottom[0].shape
+        self.num, self.dim = shape[0], count(shape, 1)
+        self.losses = np.empty(self.num, dtype=bottom[0].data.dtype)
+
+    def forward(self, bottom, top):
+        label = bottom[1].data.reshape(-1)
+        check_label_values(self, label, self.dim)
+        self.K.multinomial_logistic_forward(self.losses, bottom[0].data.reshape(self.num, self.dim), label)
+        top[0].data[...] = self.losses.sum() / self.num
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            self.K.multinomial_logistic_backward(bottom[0].grad.reshape(self.num, self.dim),
+                                                 bottom[0].data.reshape(self.num, self.dim),
+                                                 bottom[1].data.reshape(-1), float(top[0].grad) / self.num)
 
 
 @register("Accuracy")
@@ -272,6 +450,28 @@ class Accuracy(Layer):
                              f"{_fmt(pred)} has {n} positions; do the data and label batch sizes match?", "bottom")
         return [()] + ([(pred[axis],)] if len(self.p.get("top", [])) > 1 else [])
 
+    def setup(self, bottom, top):
+        self.K = kernels("loss")
+        shape = bottom[0].shape
+        axis = self.axis(self.p.get("axis", 1), len(shape))
+        self.outer, self.c, self.inner = count(shape, 0, axis), shape[axis], count(shape, axis + 1)
+        self.top_k = int(self.p.get("top_k", 1))
+        ign = self.p.get("ignore_label")
+        self.has_ignore, self.ignore_label = ign is not None, int(ign if ign is not None else 0)
+        self.hits = np.zeros(self.c)   # per true class: correct positions
+        self.nums = np.zeros(self.c)   # per true class: counted (non-ignored) positions
+
+    def forward(self, bottom, top):
+        label = bottom[1].data.reshape(self.outer, self.inner)
+        check_label_values(self, label, self.c)
+        self.K.accuracy_forward(self.hits, self.nums, bottom[0].data.reshape(self.outer, self.c, self.inner),
+                                label, self.top_k, self.has_ignore, self.ignore_label)
+        n = self.nums.sum()
+        top[0].data[...] = self.hits.sum() / n if n else 0.0
+        if len(top) > 1:  # a class never seen in the batch has accuracy 0
+            top[1].data[...] = 0.0
+            np.divide(self.hits, self.nums, out=top[1].data, where=self.nums > 0, casting="unsafe")
+
 
 def normalizer(mode: str, outer: int, inner: int, valid: float) -> float:
     """Caffe's LossLayer::GetNormalizer, clamped to at least 1."""
@@ -298,3 +498,87 @@ def check_label_values(layer, label, num_classes: int) -> None:
         raise layer.error(f"label {flat[bad]:g} at position {bad} of the batch is not a class index in "
                           f"[0, {num_classes}); check the dataset's labels or the number of outputs",
                           "bottom", cls=DataError)
+
+
+# ---- matrix files (InfogainLoss ``source``) ------------------------------------------------
+def read_blob_file(path: Path) -> np.ndarray:
+    """An array from a ``.npy`` file or a Caffe ``BlobProto`` (``.binaryproto``) file."""
+    raw = Path(path).read_bytes()
+    if raw.startswith(b"\x93NUMPY"):
+        return np.load(path, allow_pickle=False)
+    try:
+        return parse_blobproto(raw)
+    except ValueError as e:
+        raise ValueError(f"neither a .npy file nor a Caffe BlobProto (.binaryproto): {e}") from None
+
+
+def parse_blobproto(raw: bytes) -> np.ndarray:
+    """Decode a serialized caffe.BlobProto: shape (7) {dim (1) int64}, or the legacy num (1),
+    channels (2), height (3), width (4); values in data (5, float) or double_data (8, double),
+    packed or not.  The protobuf wire format is small enough to read here without protobuf."""
+    legacy: dict[int, int] = {}
+    dims: list[int] = []
+    floats: list[np.ndarray] = []
+    doubles: list[np.ndarray] = []
+    has_shape = False
+    for num, wire, val in _proto_fields(raw):
+        if num in (1, 2, 3, 4) and wire == 0:
+            legacy[num] = val
+        elif num == 5 and wire in (2, 5):
+            floats.append(np.frombuffer(val, dtype="<f4"))
+        elif num == 8 and wire in (1, 2):
+            doubles.append(np.frombuffer(val, dtype="<f8"))
+        elif num == 7 and wire == 2:
+            has_shape = True
+            for n2, w2, v2 in _proto_fields(val):
+                if n2 == 1 and w2 == 0:
+                    dims.append(v2)
+                elif n2 == 1 and w2 == 2:
+                    pos = 0
+                    while pos < len(v2):
+                        d, pos = _varint(v2, pos)
+                        dims.append(d)
+    values = np.concatenate(doubles) if doubles else (np.concatenate(floats) if floats else np.zeros(0, "<f4"))
+    if legacy:  # Caffe's Blob::FromProto prefers the legacy 4-D shape when any of it is set
+        shape = [legacy.get(k, 0) for k in (1, 2, 3, 4)]
+    elif has_shape:
+        shape = dims
+    else:
+        raise ValueError("the message has no shape")
+    if count(shape) != values.size:
+        raise ValueError(f"shape {shape} holds {count(shape)} values but the message has {values.size}")
+    return values.reshape(shape)
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    out = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError("a truncated or overlong varint")
+        b = buf[pos]
+        pos += 1
+        out |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return out, pos
+        shift += 7
+
+
+def _proto_fields(buf: bytes):
+    """(field number, wire type, value) of each field: an int for varints, bytes otherwise."""
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        num, wire = key >> 3, key & 7
+        if wire == 0:
+            val, pos = _varint(buf, pos)
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            val, pos = buf[pos:pos + size], pos + size
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            val, pos = buf[pos:pos + size], pos + size
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        if pos > len(buf) or num == 0:
+            raise ValueError("a truncated or malformed message")
+        yield num, wire, val
