@@ -229,7 +229,9 @@ class Eltwise(Layer):
     def setup(self, bottom, top):
         self.K = kernels("utility")
         self.op = self.p.get("operation", "SUM")
-        self.coeff = [float(c) for c in (self.p.get("coeff") or [1.0] * len(bottom))]
+        # coefficients in the blobs' dtype, so float32 kernels stay in float32 arithmetic
+        dt = bottom[0].data.dtype.type
+        self.coeff = [dt(c) for c in (self.p.get("coeff") or [1.0] * len(bottom))]
         self.stable = bool(self.p.get("stable_prod_grad", True))
         size = bottom[0].count
         self.mask = np.zeros(size, dtype=np.int32) if self.op == "MAX" else None
@@ -243,8 +245,8 @@ class Eltwise(Layer):
         # bottom 0 and 1 first: in place, ``out`` is bottom 0, and every kernel reads an
         # element before it writes that element
         if self.op == "SUM":
-            self.K.scale(out, xs[0], self.coeff[0])
-            for x, c in zip(xs[1:], self.coeff[1:]):
+            self.K.eltwise_sum_forward(out, xs[0], xs[1], self.coeff[0], self.coeff[1])
+            for x, c in zip(xs[2:], self.coeff[2:]):
                 self.K.axpy(out, x, c)
         elif self.op == "PROD":
             if self.x0 is not None:

@@ -91,25 +91,30 @@ def slice_backward(dinp, dout, offset):
 
 # ---- Eltwise -----------------------------------------------------------------------------
 @pjit
+def eltwise_sum_forward(out, a, b, ca, cb):
+    # out, a, b: (n,); bottoms 0 and 1 in one pass: out = ca * a + cb * b (out may be a)
+    for i in prange(a.size):
+        out[i] = ca * a[i] + cb * b[i]
+
+
+@pjit
 def eltwise_max_forward(out, mask, a, b):
     # out, mask, a, b: (n,); bottoms 0 and 1: a tie goes to b (Caffe's `a > b ? a : b`)
     for i in prange(a.size):
         x, y = a[i], b[i]
-        if x > y:
-            out[i] = x
-            mask[i] = 0
-        else:
-            out[i] = y
-            mask[i] = 1
+        first = x > y
+        out[i] = x if first else y  # selects, not branches: the loop vectorizes
+        mask[i] = 0 if first else 1
 
 
 @pjit
 def eltwise_max_next(out, mask, inp, index):
     # out, mask, inp: (n,); bottom ``index`` >= 2 wins only when strictly greater
     for i in prange(inp.size):
-        if inp[i] > out[i]:
-            out[i] = inp[i]
-            mask[i] = index
+        x, y = inp[i], out[i]
+        wins = x > y
+        out[i] = x if wins else y
+        mask[i] = index if wins else mask[i]
 
 
 @pjit
