@@ -15,7 +15,7 @@ import click
 from netspec import __version__
 from netspec.errors import NetspecError
 
-COMMAND_MODULES = ("netspec.cli.net", "netspec.cli.perf")
+COMMAND_MODULES = ("netspec.cli.net", "netspec.cli.perf", "netspec.cli.data", "netspec.cli.train")
 
 
 class Group(click.Group):

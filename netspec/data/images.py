@@ -1,0 +1,103 @@
+"""Image files as records: class folders, Caffe image lists, headers and decoding (Pillow).
+
+An image folder holds one sub-folder per class; the sorted sub-folder names are the class
+indices and each class's files are read in sorted order.  An image list is Caffe's ImageData
+text file: ``path label`` per line, the label after the last run of whitespace (paths may
+contain spaces).  Decoding gives (C, H, W) uint8 arrays, C = 1 (grey) or 3 (RGB, or BGR as
+Caffe's OpenCV decodes when asked).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from netspec.errors import DataError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp")
+
+_LIST_LINE = re.compile(r"^(.*\S)\s+(\S+)$")
+
+
+def list_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """(class names, [(image path, class index)]) of an image folder, class by class."""
+    if (root / "data.mdb").exists():
+        raise DataError(f"'{root}' is an LMDB database, which netspec does not read; export the records "
+                        f"to an .npz file (arrays data and label) or an image folder")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataError(f"image folder '{root}' has no class sub-folders (one folder per class, e.g. "
+                        f"{root}/cat/1.png)")
+    items: list[tuple[Path, int]] = []
+    for k, c in enumerate(classes):
+        files = sorted(f for f in (root / c).iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+        items.extend((f, k) for f in files)
+    if not items:
+        raise DataError(f"image folder '{root}' has class folders but no images ({', '.join(IMAGE_EXTS)})")
+    return classes, items
+
+
+def parse_list(path: Path, root: Path) -> list[tuple[Path, int, int]]:
+    """[(image path, label, line number)] of an image list; paths are relative to ``root``."""
+    if not path.is_file():
+        raise DataError(f"image list '{path}' does not exist")
+    out = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            m = _LIST_LINE.match(line)
+            if m is None:
+                raise DataError(f"{path}:{lineno}: expected 'path label', got '{line}'")
+            name, label = m.group(1), m.group(2)
+            try:
+                value = int(label)
+            except ValueError:
+                raise DataError(f"{path}:{lineno}: the label '{label}' is not an integer class index") from None
+            if value < 0:
+                raise DataError(f"{path}:{lineno}: the label {value} is negative; labels are class indices 0, 1, ...")
+            p = Path(name)
+            out.append((p if p.is_absolute() else root / p, value, lineno))
+    if not out:
+        raise DataError(f"image list '{path}' lists no images")
+    return out
+
+
+def _open(path: Path, where: str | None):
+    from PIL import Image, UnidentifiedImageError
+
+    at = f" ({where})" if where else ""
+    try:
+        return Image.open(path)
+    except FileNotFoundError:
+        raise DataError(f"image '{path}'{at} does not exist") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise DataError(f"cannot read image '{path}'{at}: {e}") from None
+
+
+def image_header(path: Path, where: str | None = None) -> tuple[str, tuple[int, int]]:
+    """(Pillow mode, (width, height)) without decoding the pixels."""
+    with _open(path, where) as im:
+        return im.mode, im.size
+
+
+def decode(path: Path, channels: int, size: tuple[int, int] | None = None, bgr: bool = False,
+           where: str | None = None):
+    """The image as a (channels, H, W) uint8 array; resized (bilinear) to ``size`` = (H, W) if given."""
+    import numpy as np
+    from PIL import Image
+
+    at = f" ({where})" if where else ""
+    with _open(path, where) as im:
+        try:
+            im = im.convert("L" if channels == 1 else "RGB")
+            if size is not None and (im.height, im.width) != tuple(size):
+                im = im.resize((size[1], size[0]), Image.BILINEAR)
+            a = np.asarray(im, dtype=np.uint8)
+        except (OSError, ValueError, SyntaxError) as e:
+            raise DataError(f"cannot decode image '{path}'{at}: {e}") from None
+    if a.ndim == 2:
+        return a[None]
+    a = a.transpose(2, 0, 1)
+    return a[::-1] if bgr else a
