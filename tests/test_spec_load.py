@@ -324,9 +324,10 @@ def test_json_lines_are_mapped(tmp_path):
 
 
 @pytest.mark.parametrize("text, line, column, fragment", [
-    ('{"layers": [1,]}', 1, 15, "JSON syntax error"),
+    ('{"layers": [1,]}', 1, 14, "a ',' before ']' (JSON allows no trailing comma)"),
+    ('{\n  "name": "a",\n}', 2, 14, "a ',' before '}'"),
     ('{\n  "name": "a"\n  "layers": []\n}', 3, 3, "Expecting ',' delimiter"),
-    ('{\n  "name": \'a\'\n}', 2, 11, "JSON syntax error"),
+    ('{\n  "name": \'a\'\n}', 2, 11, "JSON strings take double quotes"),
     ('{"layers": [', 1, 13, "JSON syntax error"),
 ])
 def test_json_syntax_errors_have_line_and_column(tmp_path, text, line, column, fragment):

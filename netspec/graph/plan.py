@@ -100,13 +100,13 @@ def plan(net: NetSpec, input_shapes: dict[str, Shape] | None = None) -> Plan:
     warnings: list[NetspecError] = []
     names: dict[str, LayerSpec] = {}
     producers: dict[str, tuple[LayerSpec, int]] = {}   # blob -> (layer, top index) of its latest producer
-    all_tops: dict[str, LayerSpec] = {}                # any blob produced anywhere in the net
+    all_tops: dict[str, list[LayerSpec]] = {}          # every producer of each blob, in file order
     shapes: dict[str, Shape | None] = {}
     available: dict[str, None] = {}                    # blobs not yet consumed (ordered)
     layers: list[LayerPlan] = []
     for l in net.layers:
         for t in l.get("top", []):
-            all_tops.setdefault(t, l)
+            all_tops.setdefault(t, []).append(l)
 
     for spec in net.layers:
         name, ltype = spec["name"], spec["type"]
@@ -142,12 +142,14 @@ def plan(net: NetSpec, input_shapes: dict[str, Shape] | None = None) -> Plan:
         # tops
         for j, t in enumerate(tops):
             inplace = j < len(bottoms) and bottoms[j] == t
-            if inplace and not cls.inplace:
+            if dup_name and "top" not in _explicit(spec):
+                # the top defaulted to the duplicate name (and may have become "in place" on
+                # the previous layer's top of that name): the name error says it all
+                layer_ok = False
+            elif inplace and not cls.inplace:
                 errors.append(spec.error(GraphError, f"{ltype} cannot run in place (top '{t}' is also its "
                                          f"bottom); give the top another name", field="top"))
                 layer_ok = False
-            elif not inplace and t in producers and dup_name and "top" not in _explicit(spec):
-                layer_ok = False  # the top defaulted to the duplicate name: one error says it all
             elif not inplace and t in producers:
                 other = producers[t][0]
                 errors.append(spec.error(GraphError, f"top '{t}' is already produced by layer '{other['name']}' "
@@ -219,8 +221,9 @@ def _explicit(spec: LayerSpec) -> set:
 def _unknown_bottom(spec: LayerSpec, j: int, b: str, producers: dict, all_tops: dict, phase: str) -> NetspecError:
     msg = f"unknown bottom '{b}'"
     hint = None
-    if b in all_tops:
-        later = all_tops[b]
+    # a layer "in place" on a blob nobody made before it is not a later producer of it
+    later = next((l for l in all_tops.get(b, []) if l is not spec), None)
+    if later is not None:
         msg += f": it is produced later, by layer '{later['name']}' (line {later.line()}); layers run in file order"
     else:
         # the blobs of inserted Split layers are the compiler's, not names the user wrote

@@ -98,7 +98,7 @@ def load_text(text: str, file: str = "<string>", base_dir: Path | None = None, j
         try:
             json.loads(text)
         except json.JSONDecodeError as e:
-            raise SpecError(f"JSON syntax error: {e.msg}", file=file, line=e.lineno, column=e.colno) from None
+            raise _json_error(e, text, file) from None
     if not text.strip():
         raise SpecError("the file is empty", file=file, line=1)
     loader = _Loader(text)
@@ -115,6 +115,22 @@ def load_text(text: str, file: str = "<string>", base_dir: Path | None = None, j
     finally:
         loader.dispose()
     return Doc(data=data, lines=lines, file=file, base_dir=base_dir)
+
+
+def _json_error(e: json.JSONDecodeError, text: str, file: str) -> SpecError:
+    """Python's JSON message, with the two commonest slips named: a trailing comma, and
+    single quotes (JSON strings take double quotes)."""
+    msg = e.msg
+    before = text[: e.pos].rstrip()
+    here = text[e.pos: e.pos + 1]
+    if before.endswith(",") and here in "]}" and here:
+        msg = f"a ',' before '{here}' (JSON allows no trailing comma)"
+        k = len(before) - 1
+        return SpecError(f"JSON syntax error: {msg}", file=file, line=text.count("\n", 0, k) + 1,
+                         column=k - text.rfind("\n", 0, k))
+    if here == "'":
+        msg += " (JSON strings take double quotes)"
+    return SpecError(f"JSON syntax error: {msg}", file=file, line=e.lineno, column=e.colno)
 
 
 _PLAIN_TAGS = {yaml.MappingNode: "tag:yaml.org,2002:map", yaml.SequenceNode: "tag:yaml.org,2002:seq"}
