@@ -87,6 +87,8 @@ CASES = [
     Case({"type": "EuclideanLoss"}, lambda rng: [rng.normal(size=(4, 3)), rng.normal(size=(4, 3))]),
     Case({"type": "EuclideanLoss"}, lambda rng: [rng.normal(size=(3, 2, 2)), rng.normal(size=(3, 4))],
          id="reshaped"),
+    Case({"type": "EuclideanLoss", "propagate_down": [False, True]},
+         lambda rng: [rng.normal(size=(3, 2)), rng.normal(size=(3, 2))], check_bottoms=[1], id="target-only"),
     Case({"type": "EuclideanLoss", "top": "l2", "loss_weight": 0.0},
          lambda rng: [rng.normal(size=(2, 5)), rng.normal(size=(2, 5))], id="weight0"),
     # HingeLoss
