@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from netspec.errors import DataError
-from netspec.layers.loss import parse_blobproto
+from netspec.data.blobproto import parse_blobproto
 from netspec.testing import LayerHarness
 
 LW = 2.5  # the loss weight in the top's gradient
@@ -402,7 +402,7 @@ def blobproto(H: np.ndarray, style: str) -> bytes:
 
 
 @pytest.mark.parametrize("style", ["shape-packed", "legacy-unpacked", "double"])
-def test_blobproto_parser(style):
+def test_blobproto_encodings(style):  # the shared parser reads every encoding InfogainLoss may meet
     H = np.arange(12, dtype=np.float64).reshape(3, 4) / 8
     out = parse_blobproto(blobproto(H, style))
     np.testing.assert_array_equal(out.reshape(3, 4), H)

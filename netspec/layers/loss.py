@@ -503,82 +503,14 @@ def check_label_values(layer, label, num_classes: int) -> None:
 # ---- matrix files (InfogainLoss ``source``) ------------------------------------------------
 def read_blob_file(path: Path) -> np.ndarray:
     """An array from a ``.npy`` file or a Caffe ``BlobProto`` (``.binaryproto``) file."""
+    import struct
+
+    from netspec.data.blobproto import parse_blobproto
+
     raw = Path(path).read_bytes()
     if raw.startswith(b"\x93NUMPY"):
         return np.load(path, allow_pickle=False)
     try:
         return parse_blobproto(raw)
-    except ValueError as e:
+    except (ValueError, struct.error) as e:
         raise ValueError(f"neither a .npy file nor a Caffe BlobProto (.binaryproto): {e}") from None
-
-
-def parse_blobproto(raw: bytes) -> np.ndarray:
-    """Decode a serialized caffe.BlobProto: shape (7) {dim (1) int64}, or the legacy num (1),
-    channels (2), height (3), width (4); values in data (5, float) or double_data (8, double),
-    packed or not.  The protobuf wire format is small enough to read here without protobuf."""
-    legacy: dict[int, int] = {}
-    dims: list[int] = []
-    floats: list[np.ndarray] = []
-    doubles: list[np.ndarray] = []
-    has_shape = False
-    for num, wire, val in _proto_fields(raw):
-        if num in (1, 2, 3, 4) and wire == 0:
-            legacy[num] = val
-        elif num == 5 and wire in (2, 5):
-            floats.append(np.frombuffer(val, dtype="<f4"))
-        elif num == 8 and wire in (1, 2):
-            doubles.append(np.frombuffer(val, dtype="<f8"))
-        elif num == 7 and wire == 2:
-            has_shape = True
-            for n2, w2, v2 in _proto_fields(val):
-                if n2 == 1 and w2 == 0:
-                    dims.append(v2)
-                elif n2 == 1 and w2 == 2:
-                    pos = 0
-                    while pos < len(v2):
-                        d, pos = _varint(v2, pos)
-                        dims.append(d)
-    values = np.concatenate(doubles) if doubles else (np.concatenate(floats) if floats else np.zeros(0, "<f4"))
-    if legacy:  # Caffe's Blob::FromProto prefers the legacy 4-D shape when any of it is set
-        shape = [legacy.get(k, 0) for k in (1, 2, 3, 4)]
-    elif has_shape:
-        shape = dims
-    else:
-        raise ValueError("the message has no shape")
-    if count(shape) != values.size:
-        raise ValueError(f"shape {shape} holds {count(shape)} values but the message has {values.size}")
-    return values.reshape(shape)
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    out = shift = 0
-    while True:
-        if pos >= len(buf) or shift > 63:
-            raise ValueError("a truncated or overlong varint")
-        b = buf[pos]
-        pos += 1
-        out |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return out, pos
-        shift += 7
-
-
-def _proto_fields(buf: bytes):
-    """(field number, wire type, value) of each field: an int for varints, bytes otherwise."""
-    pos = 0
-    while pos < len(buf):
-        key, pos = _varint(buf, pos)
-        num, wire = key >> 3, key & 7
-        if wire == 0:
-            val, pos = _varint(buf, pos)
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            val, pos = buf[pos:pos + size], pos + size
-        elif wire == 2:
-            size, pos = _varint(buf, pos)
-            val, pos = buf[pos:pos + size], pos + size
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-        if pos > len(buf) or num == 0:
-            raise ValueError("a truncated or malformed message")
-        yield num, wire, val
