@@ -1,15 +1,25 @@
-"""Convolution, Deconvolution and Pooling: schema and shape inference.
+"""Vision layers: Convolution, Deconvolution, Pooling and Im2col.
 
 Output sizes follow Caffe exactly: convolution floors, pooling ceils by default
 (``round_mode``) and drops a last window that would start in the padding.
+
+Convolution runs through a small registry of algorithms with one contract (``CONV_ALGOS``):
+each computes ``y = conv(x)``, ``dx = conv^T(dy)`` and ``dW += dy (x) x`` for one geometry, and
+the layer picks one per shape in ``setup`` (``self.algo`` names it).  Deconvolution is the same
+machinery run the other way round: its forward is convolution's backward-data.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
+import numpy as np
+
+from netspec.core.device import kernels
 from netspec.core.layer import SAME, Layer, count, register
-from netspec.errors import SpecError
+from netspec.errors import GraphError, SpecError
 from netspec.layers._spatial import HW_RULES, hw_props, normalize_hw, spatial
 from netspec.spec import types as T
 
@@ -24,6 +34,227 @@ CONV_PROPS = {
     "axis": T.integer(default=1, desc="the channel axis; the axes after it are spatial"),
     "force_nd_im2col": T.boolean(desc="accepted for Caffe compatibility; no effect"),
 }
+
+
+# ---- convolution algorithms ------------------------------------------------------------------
+
+#: bytes of im2col columns per GEMM: the batch is cut into chunks of images whose columns fit
+#: (measured on the LeNet and CIFAR-10 layers: chunks near the L2 size beat one whole-batch GEMM
+#: by 10-30%, and bound the memory of large layers).  A fixed size, not a timing, so results are
+#: the same in every run (resume is bit for bit).
+COL_CHUNK_BYTES = 2 << 20
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    """One convolution seen from its image side: ``x (n, c, *img)`` -> ``y (n, m, *out)``.
+
+    Weight ``(m, c / group, *kernel)``.  Convolution's image side is its bottom; Deconvolution's
+    is its top (its weight ``(C_in, num_output / group, k...)`` is exactly this layout).
+    """
+
+    n: int
+    c: int
+    m: int
+    group: int
+    img: tuple[int, ...]
+    out: tuple[int, ...]
+    kernel: tuple[int, ...]
+    pad: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+
+    @property
+    def rows(self) -> int:
+        """Rows of the column matrix: ``c * prod(kernel)``."""
+        return self.c * count(self.kernel)
+
+    @property
+    def img_size(self) -> int:
+        return count(self.img)
+
+    @property
+    def out_size(self) -> int:
+        return count(self.out)
+
+
+class ConvAlgo:
+    """One way to compute a convolution, for a fixed ``ConvShape``.
+
+    Arrays are C-contiguous with the spatial axes flattened: ``x (n, c, S)``, ``y (n, m, P)``,
+    ``w (m, c / group, *kernel)``.  The two methods cover every direction both layers need:
+
+    - ``forward(x, w, y, dy, dw)``: ``y = conv(x)`` when ``y`` is given, and ``dw += grad`` of
+      the weight for output gradient ``dy`` when ``dw`` is given;
+    - ``backward(dy, w, dx, x, dw)``: ``dx = conv^T(dy)`` when ``dx`` is given, and the weight
+      gradient as above when ``dw`` is given (``x`` is then needed).
+
+    ``backward`` may reuse what the last ``forward`` computed from the same ``x`` array: the
+    Net runs backward on the unchanged bottoms of the last forward.
+    """
+
+    name: ClassVar[str] = ""
+
+    @staticmethod
+    def suits(g: ConvShape) -> bool:
+        return True
+
+    def __init__(self, g: ConvShape, dtype, K):
+        self.g = g
+        self.K = K
+        self.dtype = np.dtype(dtype)
+
+
+class PointwiseGemm(ConvAlgo):
+    """1x1 kernel, stride 1, no pad: the image is already the column matrix, so each image is
+    one GEMM per group straight on the blobs (Caffe's ``is_1x1_`` shortcut; no copies)."""
+
+    name = "gemm_1x1"
+
+    @staticmethod
+    def suits(g: ConvShape) -> bool:
+        return all(k == 1 for k in g.kernel) and all(s == 1 for s in g.stride) and not any(g.pad)
+
+    def __init__(self, g, dtype, K):
+        super().__init__(g, dtype, K)
+        self.dwt = np.empty((g.c // g.group, g.m // g.group), self.dtype)   # one image's dW_g^T
+
+    def _groups(self):
+        g = self.g
+        mg, cg = g.m // g.group, g.c // g.group
+        return [(slice(i * mg, (i + 1) * mg), slice(i * cg, (i + 1) * cg)) for i in range(g.group)]
+
+    def forward(self, x, w, y=None, dy=None, dw=None):
+        g = self.g
+        w2 = w.reshape(g.m, -1)
+        dw2 = dw.reshape(g.m, -1) if dw is not None else None
+        for n in range(g.n):
+            for gm, gc in self._groups():
+                if y is not None:
+                    np.dot(w2[gm], x[n, gc], out=y[n, gm])          # (mg, cg) (cg, P) -> (mg, P)
+                if dw2 is not None:
+                    np.dot(x[n, gc], dy[n, gm].T, out=self.dwt)     # (cg, P) (P, mg) -> (cg, mg)
+                    dw2[gm] += self.dwt.T
+
+    def backward(self, dy, w, dx=None, x=None, dw=None):
+        g = self.g
+        if dw is not None:
+            self.forward(x, w, None, dy, dw)
+        if dx is not None:
+            w2 = w.reshape(g.m, -1)
+            for n in range(g.n):
+                for gm, gc in self._groups():
+                    np.dot(w2[gm].T, dy[n, gm], out=dx[n, gc])      # (cg, mg) (mg, P) -> (cg, P)
+
+
+class Im2colGemm(ConvAlgo):
+    """Caffe's im2col + GEMM (CAFFE-REFERENCE 3.20), batched: the columns of a chunk of images
+    sit side by side in one ``(rows, nb * P)`` matrix, so each group is one large GEMM per
+    chunk instead of one small GEMM per image.  2-D (and 1-D, as 2-D with height 1) uses the
+    fast 2-D kernels, other ranks the N-D ones."""
+
+    name = "im2col_gemm"
+
+    def __init__(self, g, dtype, K):
+        super().__init__(g, dtype, K)
+        self.nb = max(1, min(g.n, COL_CHUNK_BYTES // (g.rows * g.out_size * self.dtype.itemsize)))
+        self.col = np.empty(g.rows * self.nb * g.out_size, self.dtype)   # flat: views per chunk
+        self.buf = np.empty(g.m * self.nb * g.out_size, self.dtype)      # outputs, channel-major
+        self.dwt = np.empty((g.rows // g.group, g.m // g.group), self.dtype)
+        self.held: tuple[int, int] | None = None   # (address of x, chunk start) that col holds
+        if len(g.img) <= 2:
+            pad2 = lambda v, one: ((one,) + tuple(v)) if len(v) == 1 else tuple(v)  # noqa: E731
+            self.img2 = pad2(g.img, 1)
+            self.out2 = pad2(g.out, 1)
+            k, p, s, d = pad2(g.kernel, 1), pad2(g.pad, 0), pad2(g.stride, 1), pad2(g.dilation, 1)
+            self.args2 = (k[0], k[1], p[0], p[1], s[0], s[1], d[0], d[1])
+        else:
+            self.img2 = None
+            as64 = lambda v: np.array(v, dtype=np.int64)  # noqa: E731
+            self.argsn = (as64(g.img), as64(g.out), as64(g.kernel), as64(g.pad), as64(g.stride),
+                          as64(g.dilation))
+
+    def _chunks(self):
+        return [(s, min(self.g.n, s + self.nb)) for s in range(0, self.g.n, self.nb)]
+
+    def _views(self, q: int):
+        g = self.g
+        col = self.col[:g.rows * q * g.out_size].reshape(g.rows, q * g.out_size)
+        buf = self.buf[:g.m * q * g.out_size].reshape(g.m, q * g.out_size)
+        return col, buf
+
+    def _groups(self):
+        g = self.g
+        mg, rg = g.m // g.group, g.rows // g.group
+        return [(slice(i * mg, (i + 1) * mg), slice(i * rg, (i + 1) * rg)) for i in range(g.group)]
+
+    def _im2col(self, col, x, s: int, e: int, reuse: bool) -> None:
+        key = (x.ctypes.data, s)
+        if reuse and self.held == key:
+            return
+        q = e - s
+        if self.img2 is not None:
+            self.K.im2col_2d(col.reshape(self.g.rows, q, *self.out2),
+                             x[s:e].reshape(q, self.g.c, *self.img2), *self.args2)
+        else:
+            self.K.im2col_nd(col.reshape(self.g.rows, q, -1), x[s:e], *self.argsn)
+        self.held = key
+
+    def _col2im(self, dx, col, s: int, e: int) -> None:
+        q = e - s
+        self.held = None
+        if self.img2 is not None:
+            self.K.col2im_2d(dx[s:e].reshape(q, self.g.c, *self.img2),
+                             col.reshape(self.g.rows, q, *self.out2), *self.args2)
+        else:
+            self.K.col2im_nd(dx[s:e], col.reshape(self.g.rows, q, -1), *self.argsn)
+
+    def _weight_grad(self, dw2, col, buf) -> None:
+        # dW_g^T (rg, mg) = col_g (rg, nb P) buf_g^T (nb P, mg): this orientation runs ~1.5x
+        # faster in OpenBLAS than dY col^T for these long-and-thin shapes
+        for gm, gr in self._groups():
+            np.dot(col[gr], buf[gm].T, out=self.dwt)
+            dw2[gm] += self.dwt.T
+
+    def forward(self, x, w, y=None, dy=None, dw=None):
+        g = self.g
+        w2 = w.reshape(g.m, -1)
+        for s, e in self._chunks():
+            q = e - s
+            col, buf = self._views(q)
+            self._im2col(col, x, s, e, reuse=False)
+            if y is not None:
+                for gm, gr in self._groups():
+                    np.dot(w2[gm], col[gr], out=buf[gm])
+                self.K.from_channel_major(y[s:e], buf.reshape(g.m, q, g.out_size))
+            if dw is not None:
+                self.K.to_channel_major(buf.reshape(g.m, q, g.out_size), dy[s:e])
+                self._weight_grad(dw.reshape(g.m, -1), col, buf)
+
+    def backward(self, dy, w, dx=None, x=None, dw=None):
+        g = self.g
+        w2 = w.reshape(g.m, -1)
+        # last chunk first: its columns may still be there from forward
+        for s, e in reversed(self._chunks()):
+            q = e - s
+            col, buf = self._views(q)
+            self.K.to_channel_major(buf.reshape(g.m, q, g.out_size), dy[s:e])
+            if dw is not None:
+                self._im2col(col, x, s, e, reuse=True)
+                self._weight_grad(dw.reshape(g.m, -1), col, buf)
+            if dx is not None:
+                for gm, gr in self._groups():
+                    np.dot(w2[gm].T, buf[gm], out=col[gr])
+                self._col2im(dx, col, s, e)
+
+
+#: the algorithms, in order of preference: the first that suits a shape is used
+CONV_ALGOS: dict[str, type[ConvAlgo]] = {a.name: a for a in (PointwiseGemm, Im2colGemm)}
+
+
+def choose_conv_algo(g: ConvShape) -> str:
+    """The name of the algorithm for this shape (the first in ``CONV_ALGOS`` that suits it)."""
+    return next(name for name, a in CONV_ALGOS.items() if a.suits(g))
 
 
 class _ConvBase(Layer):
@@ -66,6 +297,21 @@ class _ConvBase(Layer):
             raise self.error(f"the input has {channels} channels, which do not divide into {g} groups", "group")
         if self.p["num_output"] % g:
             raise self.error(f"num_output {self.p['num_output']} does not divide into {g} groups", "group")
+
+    # ---- execution ---------------------------------------------------------------------
+    def setup(self, bottom, top):
+        self.K = kernels("conv")
+        shape = bottom[0].shape
+        g = self.conv_shape(shape, top[0].shape)   # each subclass states its direction
+        self.algo = choose_conv_algo(g)
+        self.engine = CONV_ALGOS[self.algo](g, bottom[0].data.dtype, self.K)
+        self.has_bias = "bias" in self.params
+        axis = self.axis(self.p.get("axis", 1), len(shape))
+        n = count(shape, 0, axis)
+        # every blob as (n, channels, flat spatial)
+        self.bshape = (n, shape[axis], count(shape, axis + 1))
+        tshape = top[0].shape
+        self.tshape = (n, tshape[axis], count(tshape, axis + 1))
 
 
 @register("Convolution")
@@ -110,6 +356,30 @@ class Convolution(_ConvBase):
         per_out = shape[axis] // self.p.get("group", 1) * count(k)
         return 2 * per_out * count(top_shapes[0]) * len(bottom_shapes)
 
+    def conv_shape(self, bottom_shape, top_shape):
+        axis, dims, k, pad, stride, dil = self.geometry(bottom_shape)
+        return ConvShape(count(bottom_shape, 0, axis), bottom_shape[axis], self.p["num_output"],
+                         self.p.get("group", 1), tuple(dims), tuple(top_shape[axis + 1:]), tuple(k),
+                         tuple(pad), tuple(stride), tuple(dil))
+
+    def forward(self, bottom, top):
+        w = self.params["weight"].data
+        for b, t in zip(bottom, top):
+            y = t.data.reshape(self.tshape)
+            self.engine.forward(b.data.reshape(self.bshape), w, y)
+            if self.has_bias:
+                self.K.bias_forward(y, self.params["bias"].data)
+
+    def backward(self, top, propagate_down, bottom):
+        w = self.params["weight"]
+        # the last bottom first: the algorithm may still hold its columns from forward
+        for j in reversed(range(len(bottom))):
+            dy = top[j].grad.reshape(self.tshape)
+            if self.has_bias:
+                self.K.bias_backward(self.params["bias"].grad, dy)
+            dx = bottom[j].grad.reshape(self.bshape) if propagate_down[j] else None
+            self.engine.backward(dy, w.data, dx, bottom[j].data.reshape(self.bshape), w.grad)
+
 
 @register("Deconvolution")
 class Deconvolution(_ConvBase):
@@ -150,6 +420,32 @@ class Deconvolution(_ConvBase):
         axis, _, k, *_ = self.geometry(shape)
         return 2 * count(shape) * (self.p["num_output"] // self.p.get("group", 1)) * count(k) * len(bottom_shapes)
 
+    def conv_shape(self, bottom_shape, top_shape):
+        # the convolution whose backward-data this is: from the top (num_output channels) to
+        # the bottom (C_in channels), with weight (C_in, num_output / group, k...)
+        axis, dims, k, pad, stride, dil = self.geometry(bottom_shape)
+        return ConvShape(count(bottom_shape, 0, axis), self.p["num_output"], bottom_shape[axis],
+                         self.p.get("group", 1), tuple(top_shape[axis + 1:]), tuple(dims), tuple(k),
+                         tuple(pad), tuple(stride), tuple(dil))
+
+    def forward(self, bottom, top):
+        w = self.params["weight"].data
+        for b, t in zip(bottom, top):
+            y = t.data.reshape(self.tshape)
+            self.engine.backward(b.data.reshape(self.bshape), w, dx=y)
+            if self.has_bias:
+                self.K.bias_forward(y, self.params["bias"].data)
+
+    def backward(self, top, propagate_down, bottom):
+        w = self.params["weight"]
+        for j in range(len(bottom)):
+            dtop = top[j].grad.reshape(self.tshape)
+            if self.has_bias:
+                self.K.bias_backward(self.params["bias"].grad, dtop)
+            dx = bottom[j].grad.reshape(self.bshape) if propagate_down[j] else None
+            # dx = conv(dtop); dW from the image dtop and the output "gradient" bottom
+            self.engine.forward(dtop, w.data, dx, bottom[j].data.reshape(self.bshape), w.grad)
+
 
 def pooled_size(size: int, k: int, pad: int, stride: int, ceil_mode: bool) -> int:
     """Caffe's pooled output size, including the rule that the last window starts inside."""
@@ -164,11 +460,17 @@ def pooled_size(size: int, k: int, pad: int, stride: int, ceil_mode: bool) -> in
 
 @register("Pooling")
 class Pooling(Layer):
-    """Max or average pooling over 2-D windows.
+    """Max, average or stochastic pooling over 2-D windows.
 
     Bottom ``(N, C, H, W)`` -> top ``(N, C, H', W')``, ``H' = ceil((H + 2 pad - k) / stride) + 1``
     (``round_mode: FLOOR`` floors), minus one when the last window would start in the padding.
-    MAX may give a second top: the argmax index ``h * W + w`` of each output.
+    MAX takes the first of equal maxima (strict ``>``) and may give a second top: the argmax
+    index ``h * W + w`` of each output, as a float.  AVE divides by the window clipped to
+    ``[-pad, H + pad)``, so padded cells count as zeros.  STOCHASTIC (inputs >= 0, e.g. after a
+    ReLU; Caffe runs it on GPUs only) samples one element per window with probability
+    proportional to its value in TRAIN (from the net's seeded generator) and passes the gradient
+    to it; TEST gives ``sum(x^2) / sum(x)`` and has no backward (Caffe defines none), so a TEST
+    layer asked for gradients raises an error.
 
     Example::
 
@@ -234,3 +536,126 @@ class Pooling(Layer):
     def flops(self, bottom_shapes, top_shapes):
         k, _, _ = self.geometry(bottom_shapes[0])
         return count(top_shapes[0]) * k[0] * k[1]
+
+    def setup(self, bottom, top):
+        self.K = kernels("pool")
+        (self.kh, self.kw), (self.ph, self.pw), (self.sh, self.sw) = self.geometry(bottom[0].shape)
+        self.method = self.p.get("pool", "MAX")
+        # the element each output took, for backward (and MAX's second top)
+        self.index = np.zeros(top[0].shape, np.int32) if self.method != "AVE" else None
+        # float64 whatever the blob dtype, so float32 and float64 nets sample alike
+        self.uniform = np.zeros(top[0].shape, np.float64) if self.method == "STOCHASTIC" else None
+
+    def forward(self, bottom, top):
+        x, y = bottom[0].data, top[0].data
+        K = self.K
+        if self.method == "MAX":
+            K.max_pool_forward(y, self.index, x, self.kh, self.kw, self.sh, self.sw, self.ph, self.pw)
+            if len(top) > 1:
+                np.copyto(top[1].data, self.index, casting="unsafe")
+        elif self.method == "AVE":
+            K.ave_pool_forward(y, x, self.kh, self.kw, self.sh, self.sw, self.ph, self.pw)
+        elif self.phase == "TRAIN":
+            self.rng.random(out=self.uniform)
+            K.stochastic_pool_forward_train(y, self.index, x, self.uniform, self.kh, self.kw, self.sh, self.sw)
+        else:
+            K.stochastic_pool_forward_test(y, x, self.kh, self.kw, self.sh, self.sw)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dx, dy = bottom[0].grad, top[0].grad
+        if self.method == "AVE":
+            self.K.ave_pool_backward(dx, dy, self.kh, self.kw, self.sh, self.sw, self.ph, self.pw)
+        elif self.method == "STOCHASTIC" and self.phase != "TRAIN":
+            raise self.error("STOCHASTIC pooling has no backward in the TEST phase (Caffe defines none: "
+                             "TEST outputs the deterministic sum(x^2)/sum(x)); run this layer in TRAIN "
+                             "to get gradients", "pool", cls=GraphError)
+        else:
+            self.K.index_pool_backward(dx, dy, self.index)
+
+
+@register("Im2col")
+class Im2col(Layer):
+    """The column matrix of a convolution (Caffe's relic layer, kept for inspection and custom ops).
+
+    Bottom ``(N, C, H, W)`` (or any number of spatial axes) -> top ``(N, C kh kw, H', W')`` with
+    Convolution's output size; channel ``(c kh + i) kw + j`` of the top at ``(y, x)`` holds
+    ``x[c, y stride - pad + i dilation, x stride - pad + j dilation]`` (0 in the padding).
+    Backward sums the columns back into the image (col2im).
+
+    Example::
+
+        {name: cols, type: Im2col, bottom: data, kernel_size: 3, pad: 1, stride: 2}
+    """
+
+    inplace = False
+    schema = {
+        "properties": {
+            **hw_props(default_pad=0, default_stride=1),
+            "dilation": CONV_PROPS["dilation"],
+        },
+        **HW_RULES,
+    }
+
+    @classmethod
+    def normalize(cls, fields: dict) -> dict:
+        return normalize_hw(fields)
+
+    def geometry(self, shape):
+        """(spatial dims, kernel, pad, stride, dilation) for a bottom shape (channel axis 1)."""
+        nsp = len(shape) - 2
+        if nsp < 1:
+            raise self.error(f"needs (N, C) and at least one spatial axis, got {list(shape)}", "bottom")
+        if "kernel_size" not in self.p:
+            raise self.error("missing required field 'kernel_size' (or kernel_h and kernel_w)",
+                             "kernel_size", cls=SpecError)
+        return (list(shape[2:]), spatial(self, "kernel_size", nsp, None), spatial(self, "pad", nsp, 0),
+                spatial(self, "stride", nsp, 1), spatial(self, "dilation", nsp, 1))
+
+    def reshape(self, bottom_shapes):
+        shape = bottom_shapes[0]
+        dims, k, pad, stride, dil = self.geometry(shape)
+        out = []
+        for i, (d, kk, p, s, dl) in enumerate(zip(dims, k, pad, stride, dil)):
+            ext = dl * (kk - 1) + 1
+            if d + 2 * p < ext:
+                raise self.error(f"kernel {kk} (extent {ext}) is larger than the padded input {d + 2 * p} "
+                                 f"on spatial axis {i} of input {list(shape)}", "kernel_size")
+            out.append((d + 2 * p - ext) // s + 1)
+        return [(shape[0], shape[1] * count(k), *out)]
+
+    def setup(self, bottom, top):
+        self.K = kernels("conv")
+        shape = bottom[0].shape
+        dims, k, pad, stride, dil = self.geometry(shape)
+        out = top[0].shape[2:]
+        rows = top[0].shape[1]
+        if len(dims) <= 2:
+            one = lambda v, fill: ([fill] + list(v)) if len(v) == 1 else list(v)  # noqa: E731
+            self.x4 = (shape[0], shape[1], *one(dims, 1))
+            self.col4 = (rows, 1, *one(out, 1))
+            kk, pp, ss, dd = one(k, 1), one(pad, 0), one(stride, 1), one(dil, 1)
+            self.args = (kk[0], kk[1], pp[0], pp[1], ss[0], ss[1], dd[0], dd[1])
+            self.fwd, self.bwd = self.K.im2col_2d, self.K.col2im_2d
+        else:
+            as64 = lambda v: np.array(v, dtype=np.int64)  # noqa: E731
+            self.x4 = (shape[0], shape[1], count(dims))
+            self.col4 = (rows, 1, count(out))
+            self.args = (as64(dims), as64(out), as64(k), as64(pad), as64(stride), as64(dil))
+            self.fwd, self.bwd = self.K.im2col_nd, self.K.col2im_nd
+
+    def forward(self, bottom, top):
+        # one image at a time: an image's (rows, 1, P) columns are exactly its slice of the top
+        x = bottom[0].data.reshape(self.x4)
+        y = top[0].data
+        for n in range(x.shape[0]):
+            self.fwd(y[n].reshape(self.col4), x[n:n + 1], *self.args)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dx = bottom[0].grad.reshape(self.x4)
+        dy = top[0].grad
+        for n in range(dx.shape[0]):
+            self.bwd(dx[n:n + 1], dy[n].reshape(self.col4), *self.args)
