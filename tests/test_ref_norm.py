@@ -402,3 +402,55 @@ def test_scale_default_gamma_is_one_and_bias_zero():
     x = np.random.default_rng(0).normal(size=(2, 3))
     h = LayerHarness({"type": "Scale", "bias_term": True}, [x])
     np.testing.assert_array_equal(h.forward()[0], x)
+
+
+# ---- inside a Net -----------------------------------------------------------------------------
+
+BN_NET = """
+layers:
+  - {name: data, type: Input, top: [data, label], shape: [[6, 4], [6]]}
+  - {name: ip1, type: InnerProduct, bottom: data, num_output: 3, weight_filler: {type: gaussian, std: 0.7},
+     bias_filler: {type: constant, value: 0.2}}
+  - {name: bn1, type: BatchNorm, bottom: ip1, top: ip1, moving_average_fraction: 0.8}
+  - {name: scale1, type: Scale, bottom: ip1, top: ip1, bias_term: true, filler: {type: gaussian, mean: 1, std: 0.3},
+     bias_filler: {type: gaussian, std: 0.3}}
+  - {name: prelu1, type: PReLU, bottom: ip1, top: ip1}
+  - {name: ip2, type: InnerProduct, num_output: 3, weight_filler: {type: xavier}}
+  - {name: loss, type: SoftmaxWithLoss, bottom: [ip2, label]}
+"""
+
+
+def test_batchnorm_scale_prelu_in_place_chain_in_a_net():
+    from netspec import api
+
+    spec = api.load_net_text(BN_NET, file="net.yaml")
+    net = api.build_net(spec, "TRAIN", dtype=np.float64, seed=3)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 4))
+    net.set_input("data", x)
+    net.set_input("label", rng.integers(0, 3, size=6))
+    net.clear_param_grads()
+    net.forward()
+    net.backward()
+    analytic = net.param_grad.copy()
+    numeric = np.zeros_like(analytic)
+    for i in range(net.param_data.size):   # the BatchNorm accumulators drift but the loss ignores them
+        old = net.param_data[i]
+        net.param_data[i] = old + 1e-6
+        plus = net.forward()
+        net.param_data[i] = old - 1e-6
+        minus = net.forward()
+        net.param_data[i] = old
+        numeric[i] = (plus - minus) / 2e-6
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8)
+    # a TEST net shares the accumulators and normalizes with them: M / s and V / s
+    test = api.build_net(spec, "TEST", dtype=np.float64, share_from=net)
+    test.set_input("data", x)
+    test.forward()
+    M, V, s = (net.params[f"bn1/{p}"].data for p in ("mean", "variance", "scale_factor"))
+    w, b = net.params["ip1/weight"].data, net.params["ip1/bias"].data
+    h = x @ w.T + b
+    expect = (h - M / s[0]) / np.sqrt(V / s[0] + 1e-5) * net.params["scale1/scale"].data + net.params["scale1/bias"].data
+    slope = net.params["prelu1/slope"].data
+    expect = np.where(expect > 0, expect, slope * expect)
+    np.testing.assert_allclose(test.blobs["ip1"].data, expect, rtol=1e-12)

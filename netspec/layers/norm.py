@@ -83,7 +83,10 @@ class BatchNorm(Layer):
     """Normalizes each channel (axis 1) by batch statistics in TRAIN and running ones in TEST.
 
     No affine part: follow it with ``Scale {bias_term: true}``.  Its three params are Caffe's
-    running accumulators (mean, variance, and their normalizer), never trained by the solver.
+    running accumulators (mean, variance, and their normalizer), never trained by the solver:
+    each TRAIN forward on batch statistics does ``s = f s + 1``, ``mean = f mean + mu``,
+    ``variance = f variance + m/(m-1) var`` (f: moving_average_fraction), and the global mode
+    normalizes with ``mean / s`` and ``variance / s``.
 
     Example::
 

@@ -31,9 +31,14 @@ def relu_backward(dinp, dout, out, negative_slope):
 
 @pjit
 def sigmoid_forward(out, inp):
-    # out, inp: (n,); 0.5 tanh(x/2) + 0.5 never overflows (Caffe's formula)
+    # out, inp: (n,); through e = exp(-|x|), which never overflows: 1 / (1 + e) for x >= 0,
+    # e / (1 + e) below.  Several times faster than Caffe's 0.5 tanh(x/2) + 0.5 (libm's tanh is
+    # slow) and as accurate; exp of a float32 stays in float32.
     for i in prange(inp.size):
-        out[i] = 0.5 * np.tanh(0.5 * inp[i]) + 0.5
+        x = inp[i]
+        e = np.exp(-abs(x))
+        r = 1.0 / (1.0 + e)
+        out[i] = r if x >= 0 else e * r
 
 
 @pjit
@@ -96,7 +101,9 @@ def elu_forward(out, inp, alpha):
     # out, inp: (n,)
     for i in prange(inp.size):
         x = inp[i]
-        out[i] = x if x > 0 else alpha * np.expm1(x)
+        # Caffe's exp(x) - 1: libm's exp is several times faster than its expm1, and the
+        # absolute error near 0 stays at one rounding of exp
+        out[i] = x if x > 0 else alpha * (np.exp(x) - 1.0)
 
 
 @pjit
@@ -112,7 +119,10 @@ def swish_forward(out, sig, inp, beta):
     # out, sig, inp: (n,); sig keeps sigmoid(beta x) for backward
     for i in prange(inp.size):
         x = inp[i]
-        s = 0.5 * np.tanh(0.5 * beta * x) + 0.5
+        z = beta * x
+        e = np.exp(-abs(z))
+        r = 1.0 / (1.0 + e)
+        s = r if z >= 0 else e * r   # sigmoid(z) as in sigmoid_forward
         sig[i] = s
         out[i] = x * s
 
