@@ -231,10 +231,18 @@ def map_reshape(a, ins, opset):
 
 
 def map_argmax(a, ins, opset):
-    _float(ins[0])
-    if not a.get("keepdims", 1) or a.get("select_last_index", 0):
-        raise Skip("keepdims 0 / select_last_index")
-    return [({"type": "ArgMax", "axis": int(a.get("axis", 0))}, [ins[0]], {})]
+    x = ins[0]
+    _float(x)
+    if not a.get("keepdims", 1):
+        raise Skip("keepdims 0")
+    axis = int(a.get("axis", 0))
+    # Caffe puts the larger index first among equal values, i.e. ONNX's select_last_index: 1
+    if not a.get("select_last_index", 0):
+        s = np.sort(x, axis=axis)
+        top2 = np.take(s, [-1, -2], axis=axis)
+        if np.any(np.take(top2, 0, axis=axis) == np.take(top2, 1, axis=axis)):
+            raise Skip("ties: Caffe picks the last index")
+    return [({"type": "ArgMax", "axis": axis}, [x], {})]
 
 
 def map_reduce(op):
@@ -351,7 +359,9 @@ def build_steps(node, opset, ins, outs):
         n = len(outs)
         f = {"type": "Slice", "axis": axis, "top": [f"t{i}" for i in range(n)]}
         if sizes is not None:
-            f["slice_point"] = list(np.cumsum(sizes)[:-1].astype(int))
+            if any(int(z) == 0 for z in sizes):
+                raise Skip("Caffe cannot cut a zero-size part")
+            f["slice_point"] = [int(p) for p in np.cumsum(sizes)[:-1]]
         elif x.shape[axis] % n:
             raise Skip("uneven split")
         return [(f, [x], {})]
