@@ -49,8 +49,6 @@ def preview(file, phase, stages, level, layer_name, output, count, seed):
     The samples are exactly what the layer feeds the net in that phase (shuffle, crop, mirror,
     augmentation, mean and scale applied); each is stretched to its own range for display.
     """
-    import numpy as np
-
     from netspec import api
     from netspec.errors import NetspecError
 

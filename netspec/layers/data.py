@@ -6,8 +6,13 @@ table or a file's header.  Loading records is the data pipeline's job (``netspec
 
 from __future__ import annotations
 
+import time
+import weakref
+
+import numpy as np
+
 from netspec.core.layer import Layer, register
-from netspec.errors import NetspecError, SpecError
+from netspec.errors import DataError, NetspecError, SpecError
 from netspec.spec import types as T
 
 def _pair(minimum: float, maximum: float | None, desc: str) -> dict:
@@ -39,6 +44,7 @@ TRANSFORM = {
                                         "(default 0: off)"),
     },
     "additionalProperties": False,
+    "dependentRequired": {"crop_ratio": ["crop_scale"]},
     "allOf": [{"not": {"required": ["mean_value", "mean_file"]}},
               {"not": {"required": ["force_color", "force_gray"]}}],
 }
@@ -49,7 +55,7 @@ DATA_PROPS = {
     "shuffle": T.boolean(desc="reshuffle every epoch (default: true in TRAIN, false in TEST)"),
     "shape": T.shape("the shape of one sample (records of the same size are reshaped to it)"),
     "transform": TRANSFORM,
-    "rand_skip": T.integer(0, desc="skip a random number (up to this) of records at the start"),
+    "rand_skip": T.integer(0, desc="skip a random number (below this) of records at the start"),
     "prefetch": T.integer(0, default=4, desc="batches prepared ahead in a background thread (0: none)"),
     "backend": T.enum(("LEVELDB", "LMDB"), desc="accepted for Caffe files; the source decides the format"),
     "label_column": {"type": ["integer", "string", "null"],
@@ -246,11 +252,8 @@ class _DataBase(Layer):
         return open_source(self.p["source"], self.base_dir, self.source_options(ntop))
 
     def setup(self, bottom, top):
-        import numpy as np
-
         from netspec.data.reader import Cursor
         from netspec.data.transforms import Transform
-        from netspec.errors import DataError
 
         try:
             self.source = self.open(len(top))
@@ -273,7 +276,8 @@ class _DataBase(Layer):
         seeds = (self.rng if self.rng is not None else np.random.default_rng(0)).integers(0, 2**63 - 1, size=3)
         self.shuffle_seed, self.transform_seed = int(seeds[0]), int(seeds[1])
         skip = self.p.get("rand_skip", 0)
-        start = int(np.random.Generator(np.random.PCG64(int(seeds[2]))).integers(0, skip + 1)) if skip else 0
+        # Caffe: skip = rand() % rand_skip records before the first batch
+        start = int(np.random.Generator(np.random.PCG64(int(seeds[2]))).integers(0, skip)) if skip else 0
         self.reader = self._reader()
         self._cursor = Cursor(start // self.num_records, start % self.num_records, 0)
         self.wait_seconds = 0.0
@@ -287,8 +291,6 @@ class _DataBase(Layer):
                       self.transform, self.dtype)
 
     def _check_shapes(self, top) -> None:
-        from netspec.errors import DataError
-
         want = [tuple(t.data.shape[1:]) for t in top]
         have = [self.transform.out_shape if self.transform is not None and k == 0 else tuple(s)
                 for k, s in enumerate(self.source.shapes[:len(top)])]
@@ -299,13 +301,7 @@ class _DataBase(Layer):
                                  "source", cls=DataError)
 
     def forward(self, bottom, top):
-        import time
-        import weakref
-
-        import numpy as np
-
         from netspec.data.prefetch import Prefetcher
-        from netspec.errors import DataError
 
         t0 = time.perf_counter()
         try:
@@ -339,7 +335,6 @@ class _DataBase(Layer):
 
     def set_state(self, state: dict) -> None:
         from netspec.data.reader import Cursor
-        from netspec.errors import DataError
 
         if int(state["num_records"]) != self.num_records:
             raise self.error(f"the saved data cursor is for {state['num_records']} records, but "
@@ -467,10 +462,6 @@ class HDF5Data(_DataBase):
         return open_hdf5_list(self.p["source"], self.base_dir, self.p["top"])
 
     def _check_shapes(self, top):
-        import numpy as np
-
-        from netspec.errors import DataError
-
         for k, t in enumerate(top):
             if int(np.prod(t.data.shape[1:])) != int(np.prod(self.source.shapes[k])):
                 raise self.error(f"dataset '{self.p['top'][k]}' has records of shape {list(self.source.shapes[k])}, "
