@@ -1,7 +1,9 @@
 """Layers without bottoms that bring data into the net: Input, DummyData, Data, ImageData, HDF5Data.
 
 Shape inference reads only metadata (``netspec.data.catalog.probe``): a built-in dataset's
-table or a file's header.  Loading records is the data pipeline's job (``netspec.data``).
+table or a file's header.  Loading records is the data pipeline's job (``netspec.data``): the
+readers here open a source in ``setup``, make batches (records, transform) in a background
+thread and copy them into their tops in ``forward``.
 """
 
 from __future__ import annotations
