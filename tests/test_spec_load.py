@@ -407,3 +407,18 @@ def test_merged_net_with_top_level_anchor_key_is_rejected_by_the_schema():
     with pytest.raises(SpecError) as info:
         api.load_net_text(MERGE, file="m.yaml")
     assert info.value.line == 1 and "unknown top-level key 'defaults'" in str(info.value)
+
+
+@pytest.mark.parametrize("text, line, fragment", [
+    ("a: &x 1\nb: &x 2\n", 2, "anchor &x is defined twice (first on line 1)"),
+    ("abc\nname: 1\n", 2, "the line above this one ('abc') is not 'key: value'"),
+    ("layers:\n  - name: a\n    transf\n", 3, "'transf' has no ':'"),
+    (",a: 1\n", 1, "',' where a key or a value was expected"),
+    ("a: *\n", 1, "'*' must be followed by a name"),
+    ("name: a\n- b\n", 2, "a '-' list item among the keys of a mapping"),
+    ("# a comment\nstray# text\nnetspec: 1\n", 3, "the line above this one ('stray# text')"),
+    ("stray\n# a comment\nlayers:\n  - a\n", 3, "after a value that ends above it ('stray')"),
+])
+def test_stray_text_and_symbols(text, line, fragment):
+    err = _error(text)
+    assert err.line == line and fragment in err.message, str(err)

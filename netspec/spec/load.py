@@ -267,7 +267,10 @@ def _yaml_error(e: yaml.MarkedYAMLError, file: str, text: str) -> SpecError:
     elif "expected <block end>" in problem:
         prev = _previous_content(text_lines, mark.line)
         hint = "indent the keys of one mapping, and the '-' items of one list, by the same number of spaces"
-        if prev is not None and prev.lstrip().startswith("-") and _indent(prev) == _indent(bad_line) \
+        if bad_line.lstrip().startswith("-") and prev is not None and not prev.lstrip().startswith("-"):
+            problem = ("a '-' list item among the keys of a mapping; a list belongs under a key ('key:' on "
+                       "the line above, the items indented below it)")
+        elif prev is not None and prev.lstrip().startswith("-") and _indent(prev) == _indent(bad_line) \
                 and not bad_line.lstrip().startswith("-"):
             item = prev.lstrip()[1:]
             key_col = _indent(prev) + 2 + len(item) - len(item.lstrip(" "))
@@ -279,7 +282,12 @@ def _yaml_error(e: yaml.MarkedYAMLError, file: str, text: str) -> SpecError:
                        f"with no block above it{above}")
     elif "mapping values are not allowed" in problem:
         prev = _previous_content(text_lines, mark.line)
-        if prev is not None and _indent(bad_line) > _indent(prev) and ":" in prev and \
+        if prev is not None and ":" not in prev and not prev.lstrip().startswith(("-", "[", "{")) and \
+                _indent(prev) <= _indent(bad_line):
+            problem = (f"the line above this one ('{prev.strip()[:40]}') is not 'key: value', so this key "
+                       f"reads as part of its value")
+            hint = "remove the stray text, or add the missing ':'"
+        elif prev is not None and _indent(bad_line) > _indent(prev) and ":" in prev and \
                 prev.split(":", 1)[1].strip() and not prev.rstrip().endswith(("[", "{", ",")):
             problem = (f"bad indentation: this line is indented more than the line above it (column "
                        f"{_indent(bad_line) + 1}, not {_indent(prev) + 1}), so it reads as part of that line's value")
@@ -288,6 +296,27 @@ def _yaml_error(e: yaml.MarkedYAMLError, file: str, text: str) -> SpecError:
         else:
             problem = "a ':' followed by a space inside a value"
             hint = "put the value in quotes, or check the indentation of this key"
+    elif "could not find expected ':'" in problem and e.context_mark is not None:
+        key_line = text_lines[e.context_mark.line] if e.context_mark.line < len(text_lines) else ""
+        problem = f"'{key_line.strip()[:40]}' has no ':' (a key is written 'key: value')"
+        line, column = e.context_mark.line + 1, e.context_mark.column + 1
+        hint = "add the ':' and the value, or remove the stray text"
+    elif "duplicate anchor" in context and e.context_mark is not None:
+        name = context.split("'")[1] if "'" in context else "?"
+        problem = (f"the anchor &{name} is defined twice (first on line {e.context_mark.line + 1}); "
+                   f"give each anchor its own name")
+    elif "while scanning an alias" in context or "while scanning an anchor" in context:
+        sign = "*" if "alias" in context else "&"
+        problem = f"'{sign}' must be followed by a name ({sign}name)"
+        hint = f"put the value in quotes if a '{sign}' was meant"
+    elif "<document start>" in problem:
+        prev = _previous_content(text_lines, mark.line)
+        problem = "a mapping starts here after a value that ends above it" + (
+            f" ('{prev.strip()[:40]}')" if prev is not None else "")
+        hint = "remove the stray text above, or add its missing ':'"
+    elif "expected the node content" in problem:
+        found = problem.split("but found", 1)[-1].strip()
+        problem = f"{found} where a key or a value was expected"
     elif "undefined alias" in problem:
         name = problem.split("'")[1] if "'" in problem else "?"
         problem = f"the alias *{name} refers to no anchor: define '&{name}' on a value above it"
