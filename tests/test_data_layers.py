@@ -260,3 +260,22 @@ def test_image_data_resizes_and_is_color(tmp_path):
     np.testing.assert_array_equal(y, [0, 1])
     x, _ = LayerHarness({**fields, "is_color": False}, [], phase="TEST").forward()
     assert x.shape == (2, 1, 6, 6)
+
+
+def test_cheap_batches_are_made_inline_with_the_same_stream(monkeypatch):
+    import netspec.layers.data as D
+
+    t = {"crop_size": 3, "mirror": True, "scale": 0.5}
+    ref = stream(layer(seed=5, transform=t, prefetch=0), 14)
+    h = layer(seed=5, transform=t, prefetch=3)
+    got = stream(h, 14)
+    assert h.layer.inline and h.layer._pipe is None      # an in-memory toy batch takes microseconds
+    for x, y in zip(ref, got):
+        np.testing.assert_array_equal(x[0], y[0])
+    monkeypatch.setattr(D, "INLINE_BELOW", 0.0)          # as if batches were expensive: the thread stays
+    h = layer(seed=5, transform=t, prefetch=3)
+    got = stream(h, 14)
+    assert not h.layer.inline and h.layer._pipe.thread.is_alive()
+    for x, y in zip(ref, got):
+        np.testing.assert_array_equal(x[0], y[0])
+    h.layer.close()

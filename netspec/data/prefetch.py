@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Callable
 
 import numpy as np
@@ -29,8 +30,10 @@ class Prefetcher:
             self.free.put(i)
         self.stop_event = threading.Event()
         self.error: BaseException | None = None
+        self.fill_times: list[float] = []     # seconds per batch (the first 64), appended by the thread
         self.thread = threading.Thread(target=_produce, name="netspec-prefetch", daemon=True,
-                                       args=(reader, cursor, self.slots, self.free, self.full, self.stop_event))
+                                       args=(reader, cursor, self.slots, self.free, self.full, self.stop_event,
+                                             self.fill_times))
         self.thread.start()
 
     def get(self) -> tuple[int, list[np.ndarray], Cursor]:
@@ -62,13 +65,16 @@ class Prefetcher:
 
 
 def _produce(reader: Reader, cursor: Cursor, slots, free: queue.Queue, full: queue.Queue,
-             stop: threading.Event) -> None:
+             stop: threading.Event, fill_times: list[float]) -> None:
     while not stop.is_set():
         slot = free.get()
         if slot is None or stop.is_set():
             return
         try:
+            t0 = time.perf_counter()
             cursor = reader.fill(slots[slot], cursor)
+            if len(fill_times) < 64:
+                fill_times.append(time.perf_counter() - t0)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
             full.put((None, e))
             return

@@ -87,7 +87,9 @@ class Reader:
         for k, out in enumerate(outs):
             raw = self.raw[k]
             if k == 0 and self.transform is not None and not self.transform.is_identity:
-                rng = np.random.Generator(np.random.PCG64([self.transform_seed, cur.batch]))
+                rng = None
+                if self.transform.random:
+                    rng = np.random.Generator(np.random.PCG64([self.transform_seed, cur.batch]))
                 self.transform.apply(raw, out, rng, self.work)
             else:
                 np.copyto(out, raw.reshape(out.shape), casting="unsafe")

@@ -118,6 +118,11 @@ class Transform:
         return None
 
     @property
+    def random(self) -> bool:
+        """Whether a batch draws random numbers (else ``apply`` needs no Generator)."""
+        return bool((self.crop and self.train) or self.mirror or self.warp or self.photometric)
+
+    @property
     def is_identity(self) -> bool:
         return (self.scale == 1.0 and self.mean is None and not self.crop and not self.mirror
                 and not self.warp and not self.photometric)
@@ -186,7 +191,7 @@ class Transform:
         ``work`` (n, *in_shape) of ``out``'s dtype is scratch space (allocated when not given).
         """
         n = raw.shape[0]
-        d = self.draw(rng, n) if rng is not None else {}
+        d = self.draw(rng, n)           # rng may be None when nothing is random (see ``random``)
         dt = out.dtype.type
         if not (self.crop or self.warp or self.photometric):
             # values stay in place: write straight into the output

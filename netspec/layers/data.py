@@ -58,7 +58,8 @@ DATA_PROPS = {
     "shape": T.shape("the shape of one sample (records of the same size are reshaped to it)"),
     "transform": TRANSFORM,
     "rand_skip": T.integer(0, desc="skip a random number (below this) of records at the start"),
-    "prefetch": T.integer(0, default=4, desc="batches prepared ahead in a background thread (0: none)"),
+    "prefetch": T.integer(0, default=4, desc="batches prepared ahead in a background thread (0: none; "
+                                             "batches that take under 0.25 ms are made inline)"),
     "backend": T.enum(("LEVELDB", "LMDB"), desc="accepted for Caffe files; the source decides the format"),
     "label_column": {"type": ["integer", "string", "null"],
                      "description": "CSV: the label's column, an index or a header name (default -1, the last; "
@@ -170,12 +171,20 @@ class DummyData(Layer):
         """Nothing: generated data has no producer."""
 
 
+#: a batch made in less than this many seconds is made inline in forward, not by the prefetch
+#: thread: waking a thread and handing a batch over costs more (0.1 ms on a quiet machine,
+#: several ms when the cores are oversubscribed and the woken thread holds the GIL)
+INLINE_BELOW = 0.25e-3
+TRIAL_BATCHES = 8   # batches the thread makes before that choice
+
+
 class _DataBase(Layer):
     """A dataset reader: tops (data, optional label); shapes from the source's metadata.
 
     Running: ``setup`` opens the source (a located DataError when it is missing or corrupt) and
     derives private seeds from the net's Generator; ``forward`` copies the next batch into the
-    tops, made ahead by a background thread when ``prefetch`` > 0.  ``get_state``/``set_state``
+    tops, made ahead by a background thread when ``prefetch`` > 0 (unless batches turn out
+    cheaper to make than to hand over: then ``inline`` becomes true and forward makes them).  ``get_state``/``set_state``
     hold the cursor as of the last batch *consumed*; ``wait_seconds`` adds up the time forward
     waited for data; ``num_records`` is the epoch size; ``rewind()`` restarts the epoch.
     """
@@ -273,6 +282,8 @@ class _DataBase(Layer):
         self.batch_size = self.p["batch_size"]
         self.shuffle = bool(self.p.get("shuffle", self.phase == "TRAIN"))
         self.depth = int(self.p.get("prefetch", 4))
+        self.inline = self.depth == 0     # batches made in forward itself (see INLINE_BELOW)
+        self._handed = 0                  # batches taken from the thread so far
         self.dtype = top[0].data.dtype
         # private seeds: prefetching never moves the net's Generator, which other layers share
         seeds = (self.rng if self.rng is not None else np.random.default_rng(0)).integers(0, 2**63 - 1, size=3)
@@ -307,7 +318,7 @@ class _DataBase(Layer):
 
         t0 = time.perf_counter()
         try:
-            if self.depth == 0:
+            if self.inline:
                 self._cursor = self.reader.fill([t.data for t in top], self._cursor)
             else:
                 if self._pipe is None:
@@ -321,6 +332,12 @@ class _DataBase(Layer):
                     np.copyto(t.data, b)
                 self._pipe.release(slot)
                 self._cursor = cursor
+                self._handed += 1
+                if self._handed == TRIAL_BATCHES and np.median(self._pipe.fill_times[:TRIAL_BATCHES]) < INLINE_BELOW:
+                    # cheaper to make than to hand over: read inline from the consumed cursor on
+                    # (the batches made ahead are dropped; the stream stays the same)
+                    self.close()
+                    self.inline = True
         except DataError as e:
             raise self.error(e.message, "source", cls=DataError) from None
         finally:
