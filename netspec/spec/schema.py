@@ -58,6 +58,9 @@ def build_net_schema(reg: dict | None = None) -> dict:
         # would match every type's branch (properties and required hold for non-objects).
         dispatch.append({"if": {"type": "object", "properties": {"type": {"const": t}}, "required": ["type"]},
                          "then": {"$ref": f"#/$defs/layer.{t}"}})
+    from netspec.solvers.schema import build_solver_schema
+
+    defs["solver"] = build_solver_schema(inline=True)
     defs["layer"] = {
         "type": "object",
         "description": "one layer; its fields depend on its type",
@@ -84,8 +87,14 @@ def build_net_schema(reg: dict | None = None) -> dict:
                       "description": "the default NetState (phase, level, stages)",
                       "properties": {"phase": T.enum(T.PHASES), "level": T.integer(),
                                      "stage": T.strings()}},
-            "solver": {"type": ["string", "object"],
+            "solver": {"type": ["string", "object"], "minLength": 1,
+                       "if": {"type": "object"}, "then": T.ref("solver"),
                        "description": "the solver: a file (relative to this one) or inline settings"},
+            "reinit": {"type": ["string", "array"], "items": T.string(), "minLength": 1,
+                       "description": "fine-tuning: layer-name globs that keep their fillers even when "
+                                      "the weights file has them with another shape"},
+            "freeze": {"type": ["string", "array"], "items": T.string(), "minLength": 1,
+                       "description": "fine-tuning: layer-name globs whose params are not updated"},
         },
         "required": ["layers"],
         "additionalProperties": False,
@@ -101,13 +110,17 @@ def committed_path(name: str = "net") -> Path:
     return SCHEMA_DIR / f"{name}.schema.json"
 
 
-def write_committed() -> Path:
-    """Regenerate the committed schema files (run by ``scripts/gen_schemas.py``)."""
+def builtin_net_schema() -> dict:
+    """The net schema of netspec's own layer types (plugins loaded in this process left out)."""
     from netspec.core.layer import REGISTRY, registry
 
     registry()
-    builtin = {t: c for t, c in REGISTRY.items() if c.__module__.startswith("netspec.")}
+    return build_net_schema({t: c for t, c in REGISTRY.items() if c.__module__.startswith("netspec.")})
+
+
+def write_committed() -> Path:
+    """Regenerate the committed net schema (run by ``scripts/gen_schemas.py``)."""
     p = committed_path("net")
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(dump(build_net_schema(builtin)))
+    p.write_text(dump(builtin_net_schema()))
     return p
