@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from netspec.errors import ErrorList, NetspecError, SpecError
+from netspec.errors import ErrorList, GraphError, NetspecError, SpecError
 from netspec.graph.deploy import derive_deploy
 from netspec.graph.plan import Plan, plan
 from netspec.graph.splits import insert_splits
@@ -91,17 +91,26 @@ def check(source: str | os.PathLike | Doc | NetSpec, stages: Iterable[str] | Non
     net = source if isinstance(source, NetSpec) else load_net(source)
     result = CheckResult(net)
     errors: list[NetspecError] = []
+    empty: list[str] = []
     for phase in PHASES:
         sets = [list(stages)] if stages is not None else stage_sets(net, phase)
         for st in sets:
             label = phase + (f"[{','.join(st)}]" if st else "")
+            if not filter_net(net, phase, level, st).layers:
+                # a net for one phase only (every layer TRAIN-only, say) has nothing to check
+                # in the other; it is an error only when no phase has a layer
+                empty.append(label)
+                continue
             try:
                 result.plans[label] = compile_net(net, phase, level, st)
             except ErrorList as e:
                 errors.extend(e.errors)
             except NetspecError as e:
                 errors.append(e)
-    if not errors and stages is None:
+    if not result.plans and not errors:
+        errors.append(net.error(GraphError, f"every layer is left out of every net ({' and '.join(empty)}) by "
+                                            f"its include/exclude rules", field="layers"))
+    if not errors and stages is None and "TEST" in {k.split("[")[0] for k in result.plans}:
         try:
             result.plans[DEPLOY] = compile_net(net, DEPLOY)
         except ErrorList as e:

@@ -310,3 +310,20 @@ def test_no_numba_import(args):
     last = proc.stdout.strip().splitlines()[-1]
     assert last.split()[0] == "NO-NUMBA", proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_train_only_net_checks_its_one_phase(tmp_path):
+    p = tmp_path / "train_only.yaml"
+    p.write_text("layers:\n"
+                 "  - {name: data, type: Input, top: [data, label], shape: [[2, 4], [2]], include: {phase: TRAIN}}\n"
+                 "  - {name: ip, type: InnerProduct, bottom: data, num_output: 3, weight_filler: {type: xavier},\n"
+                 "     include: {phase: TRAIN}}\n"
+                 "  - {name: loss, type: SoftmaxWithLoss, bottom: [ip, label], include: {phase: TRAIN}}\n")
+    r = run("check", str(p))
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip().endswith("OK (15 params; TRAIN: 3 layers)")
+    # a layer left in both phases is checked in TEST too, where nothing feeds it
+    p.write_text(p.read_text().replace(",\n     include: {phase: TRAIN}}", "}"))
+    r = run("check", str(p))
+    assert r.exit_code == 1 and "unknown bottom 'data'" in r.stderr
+    assert "no layer before it produces anything in the TEST net" in r.stderr
