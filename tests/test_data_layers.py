@@ -272,10 +272,29 @@ def test_cheap_batches_are_made_inline_with_the_same_stream(monkeypatch):
     assert h.layer.inline and h.layer._pipe is None      # an in-memory toy batch takes microseconds
     for x, y in zip(ref, got):
         np.testing.assert_array_equal(x[0], y[0])
-    monkeypatch.setattr(D, "INLINE_BELOW", 0.0)          # as if batches were expensive: the thread stays
+    monkeypatch.setattr(D, "TRIAL_BATCHES", 10**6)       # no choice made yet: the thread stays
     h = layer(seed=5, transform=t, prefetch=3)
     got = stream(h, 14)
     assert not h.layer.inline and h.layer._pipe.thread.is_alive()
     for x, y in zip(ref, got):
         np.testing.assert_array_equal(x[0], y[0])
+    h.layer.close()
+
+
+def test_expensive_batches_keep_the_thread():
+    import time
+
+    h = layer(seed=5, prefetch=2)
+    read = h.layer.source.read
+
+    def slow_read(idx, outs):          # a batch that takes 5 ms to make (like decoding images)
+        time.sleep(0.005)
+        read(idx, outs)
+
+    h.layer.source.read = slow_read
+    for _ in range(10):
+        h.layer.forward([], h.top)
+        time.sleep(0.02)               # the training step, during which the thread works ahead
+    assert not h.layer.inline and h.layer._pipe.thread.is_alive()
+    assert h.layer.wait_seconds < 10 * 0.005
     h.layer.close()

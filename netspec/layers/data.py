@@ -59,7 +59,7 @@ DATA_PROPS = {
     "transform": TRANSFORM,
     "rand_skip": T.integer(0, desc="skip a random number (below this) of records at the start"),
     "prefetch": T.integer(0, default=4, desc="batches prepared ahead in a background thread (0: none; "
-                                             "batches that take under 0.25 ms are made inline)"),
+                                             "batches cheaper to make than to hand over are made inline)"),
     "backend": T.enum(("LEVELDB", "LMDB"), desc="accepted for Caffe files; the source decides the format"),
     "label_column": {"type": ["integer", "string", "null"],
                      "description": "CSV: the label's column, an index or a header name (default -1, the last; "
@@ -171,11 +171,10 @@ class DummyData(Layer):
         """Nothing: generated data has no producer."""
 
 
-#: a batch made in less than this many seconds is made inline in forward, not by the prefetch
-#: thread: waking a thread and handing a batch over costs more (0.1 ms on a quiet machine,
-#: several ms when the cores are oversubscribed and the woken thread holds the GIL)
+#: a batch made in less than this many seconds is always made inline in forward, not by the
+#: prefetch thread: handing a batch over costs about that much even on a quiet machine
 INLINE_BELOW = 0.25e-3
-TRIAL_BATCHES = 8   # batches the thread makes before that choice
+TRIAL_BATCHES = 8   # batches taken from the thread before choosing between thread and inline
 
 
 class _DataBase(Layer):
@@ -284,6 +283,7 @@ class _DataBase(Layer):
         self.depth = int(self.p.get("prefetch", 4))
         self.inline = self.depth == 0     # batches made in forward itself (see INLINE_BELOW)
         self._handed = 0                  # batches taken from the thread so far
+        self._trial_waits: list[float] = []
         self.dtype = top[0].data.dtype
         # private seeds: prefetching never moves the net's Generator, which other layers share
         seeds = (self.rng if self.rng is not None else np.random.default_rng(0)).integers(0, 2**63 - 1, size=3)
@@ -314,34 +314,50 @@ class _DataBase(Layer):
                                  "source", cls=DataError)
 
     def forward(self, bottom, top):
-        from netspec.data.prefetch import Prefetcher
-
         t0 = time.perf_counter()
         try:
             if self.inline:
                 self._cursor = self.reader.fill([t.data for t in top], self._cursor)
             else:
-                if self._pipe is None:
-                    shapes = [(t.data.shape, t.data.dtype) for t in top]
-                    self._pipe = Prefetcher(self._reader(), self._cursor, self.depth,
-                                            lambda: [np.empty(s, d) for s, d in shapes])
-                    # stops the thread if the layer is dropped without close()
-                    self._finalizer = weakref.finalize(self, self._pipe.stop)
-                slot, bufs, cursor = self._pipe.get()
-                for t, b in zip(top, bufs):
-                    np.copyto(t.data, b)
-                self._pipe.release(slot)
-                self._cursor = cursor
-                self._handed += 1
-                if self._handed == TRIAL_BATCHES and np.median(self._pipe.fill_times[:TRIAL_BATCHES]) < INLINE_BELOW:
-                    # cheaper to make than to hand over: read inline from the consumed cursor on
-                    # (the batches made ahead are dropped; the stream stays the same)
-                    self.close()
-                    self.inline = True
+                self._take(top)
         except DataError as e:
             raise self.error(e.message, "source", cls=DataError) from None
         finally:
-            self.wait_seconds += time.perf_counter() - t0
+            waited = time.perf_counter() - t0
+            self.wait_seconds += waited
+        if not self.inline and self._handed <= TRIAL_BATCHES:
+            self._trial(waited)
+
+    def _take(self, top) -> None:
+        """Copy the thread's next batch into the tops (starting the thread when there is none)."""
+        from netspec.data.prefetch import Prefetcher
+
+        if self._pipe is None:
+            shapes = [(t.data.shape, t.data.dtype) for t in top]
+            self._pipe = Prefetcher(self._reader(), self._cursor, self.depth,
+                                    lambda: [np.empty(s, d) for s, d in shapes])
+            # stops the thread if the layer is dropped without close()
+            self._finalizer = weakref.finalize(self, self._pipe.stop)
+        slot, bufs, cursor = self._pipe.get()
+        for t, b in zip(top, bufs):
+            np.copyto(t.data, b)
+        self._pipe.release(slot)
+        self._cursor = cursor
+        self._handed += 1
+
+    def _trial(self, waited: float) -> None:
+        """After TRIAL_BATCHES from the thread, keep it only if it saves time: when making a batch
+        costs less than taking one from the thread (waking a thread that then holds the GIL can
+        stall the step for milliseconds on busy cores), make them inline from the consumed cursor
+        on.  The batches made ahead are dropped; the stream stays the same."""
+        if self._handed > 1:                   # the first batch always waits for the thread's start
+            self._trial_waits.append(waited)
+        if self._handed < TRIAL_BATCHES:
+            return
+        fill = float(np.median(self._pipe.fill_times[:TRIAL_BATCHES]))
+        if fill < INLINE_BELOW or float(np.mean(self._trial_waits)) >= fill:
+            self.close()
+            self.inline = True
 
     def backward(self, top, propagate_down, bottom):
         """Nothing: data has no producer."""
