@@ -15,6 +15,7 @@ import jsonschema
 from jsonschema import Draft202012Validator
 
 from netspec.errors import ErrorList, SpecError, did_you_mean, raise_all, suggestion
+from netspec.spec import types as T
 from netspec.spec.load import Doc
 
 _JSON_TYPES = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
@@ -218,6 +219,13 @@ def _message(err: jsonschema.ValidationError, path: tuple, inst: Any, list_key: 
             msg = f"expected {want_text}, got {_json_type(inst)} {_show(inst)}"
         if "integer" in wants and isinstance(inst, float):
             hint = "write it without a decimal point"
+        last = next((k for k in reversed(path) if isinstance(k, str)), None)
+        if isinstance(inst, str) and "object" in wants:
+            # the value a mapping would hold, written alone: name the mapping it belongs in
+            if last in ("include", "exclude") and inst in T.PHASES:
+                hint = f"write {last}: {{phase: {inst}}}"
+            elif last is not None and last.endswith("filler") and inst in T.FILLER_TYPES:
+                hint = f"write {last}: {{type: {inst}}}"
         if isinstance(inst, str) and any(w in ("number", "integer") for w in wants):
             try:
                 float(inst)
