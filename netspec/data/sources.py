@@ -125,7 +125,7 @@ class ImageSource(Source):
                                 f"(width x height), but the records are {self.hw[1]}x{self.hw[0]} (the first "
                                 f"image's size); resize them all to one size"
                                 + (" or give new_height and new_width" if self.resize is None else ""))
-            data[k] = img
+            data[k] = img.reshape(data.shape[1:])
             if label is not None:
                 label[k] = self.label_array[i]
 
