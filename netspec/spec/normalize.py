@@ -24,7 +24,8 @@ from netspec.spec.schema import NET_VERSION
 
 HEAD = ("name", "type", "bottom", "top", "include", "exclude", "phase")
 TAIL = ("param", "loss_weight", "propagate_down")
-TOP_ORDER = ("netspec", "name", "description", "plugins", "force_backward", "state", "solver", "layers")
+TOP_ORDER = ("netspec", "name", "description", "plugins", "force_backward", "state", "solver", "reinit", "freeze",
+             "layers")
 
 
 def normalize(doc: Doc) -> NetSpec:
@@ -41,8 +42,9 @@ def normalize(doc: Doc) -> NetSpec:
     for key in TOP_ORDER:
         if key in data and key not in ("netspec", "layers"):
             top[key] = copy.deepcopy(data[key])
-    if "plugins" in top:
-        top["plugins"] = as_list(top["plugins"])
+    for key in ("plugins", "reinit", "freeze"):
+        if key in top:
+            top[key] = as_list(top[key])
     if "state" in top and "stage" in top["state"]:
         top["state"]["stage"] = as_list(top["state"]["stage"])
     top["layers"] = layers
