@@ -1,0 +1,206 @@
+"""What ``netspec train`` and ``netspec test`` do, as functions of plain arguments.
+
+``train`` resolves the solver and nets, picks the run folder (``--run-dir``, or
+``runs/<net name>/<timestamp>``; a resumed run goes on in the folder it was written in),
+builds the ``Solver``, restores a state or copies starting weights, and solves.
+``evaluate`` runs the TEST phase of a net with given weights and returns the mean of every
+output over the batches (Caffe's ``caffe test``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from netspec.errors import SolverError, SpecError
+from netspec.io import snapshot as snap
+from netspec.solvers.config import Training, resolve_training
+from netspec.solvers.runlog import RunLog
+
+DEFAULT_TEST_ITERATIONS = 50
+
+
+def default_run_dir(net_name: str, root: Path = Path("runs")) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = root / _safe(net_name) / stamp
+    out, k = base, 1
+    while out.exists():
+        k += 1
+        out = base.with_name(f"{stamp}-{k}")
+    return out
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "net"
+
+
+def weight_refs(refs: Iterable[str], base: Path | None) -> list[tuple[str, Path]]:
+    """(shown name, file) for each weights reference: a path (relative to ``base``) or zoo:<name>."""
+    from netspec import zoo
+
+    out = []
+    for ref in refs:
+        if zoo.is_zoo_ref(ref):
+            out.append((ref, zoo.resolve_weights(ref)))
+        else:
+            p = Path(os.path.expanduser(ref))
+            if not p.is_absolute() and base is not None:
+                p = base / p
+            out.append((ref, p))
+    return out
+
+
+def find_resume_state(resume: str, training: Training, run_dir: Path | None) -> Path:
+    if resume != "latest":
+        p = Path(resume)
+        if not p.exists():
+            raise SolverError("no such solver state file", file=resume)
+        return p
+    folders = [run_dir] if run_dir is not None else [Path("runs") / _safe(training.net_name)]
+    cfg = training.solver
+    if "snapshot_prefix" in cfg:
+        folders.append(cfg.path(cfg["snapshot_prefix"]).parent)
+    found = snap.latest_state([f for f in folders if f is not None])
+    if found is None:
+        raise SolverError(f"--resume latest: no solver state (*{snap.STATE_SUFFIX}) under "
+                          f"{', '.join(str(f) for f in folders)}", hint="train without --resume first, or name "
+                          "the state file")
+    return found
+
+
+def train(file: str | os.PathLike, *, solver: str | None = None, weights: str | None = None,
+          resume: str | None = None, run_dir: str | os.PathLike | None = None,
+          stages: Iterable[str] | None = None, level: int | None = None, seed: int | None = None,
+          progress: bool = True, echo: Callable[[str], None] | None = None) -> int:
+    """Train; returns the exit status (0 done, 130 stopped by a signal after a snapshot)."""
+    from netspec.solvers.solver import Solver
+
+    training = resolve_training(file, solver, stages, level)
+    if resume is not None and weights is not None:
+        raise SolverError("--weights cannot be combined with --resume (the state holds the weights)")
+    rdir = Path(run_dir) if run_dir is not None else None
+    state = None
+    if resume is not None:
+        path = find_resume_state(resume, training, rdir)
+        state = (path, snap.read_state(path))
+        if rdir is None:
+            recorded = state[1][1].get("run_dir")
+            rdir = Path(recorded) if recorded and Path(recorded).is_dir() else path.parent
+    if rdir is None:
+        rdir = default_run_dir(training.net_name)
+    log = RunLog(rdir, echo)
+    for w in training.warnings:
+        log.warning(str(w))
+    s = None
+    try:
+        s = Solver(training, rdir, log, progress=progress, seed=seed)
+        log.info(f"Run folder: {rdir}")
+        if state is not None:
+            s.restore(state[0], loaded=state[1])
+        else:
+            if weights is not None:
+                refs = weight_refs([w.strip() for w in weights.split(",") if w.strip()], None)
+            elif "init_from" in training.solver:
+                refs = weight_refs([training.solver["init_from"]], training.solver.base_dir)
+            else:
+                refs = weight_refs(training.solver.get("weights", []), training.solver.base_dir)
+            s.load_initial_weights(refs)
+            log.info(f"Random seed: {s.seed} ({s.seed_source})")
+        s.check_snapshot_dir()
+        return s.solve()
+    finally:
+        if s is not None:
+            s.close()
+        log.close()
+
+
+# ---- evaluation ----------------------------------------------------------------------------
+
+def full_pass_iterations(net) -> int | None:
+    """Batches for one pass over the largest data source, when the data layers know its size."""
+    best = None
+    for lp in net.layers:
+        n = getattr(lp.layer, "num_records", None)
+        bs = lp.layer.p.get("batch_size") if hasattr(lp.layer, "p") else None
+        if n and bs:
+            k = math.ceil(int(n) / int(bs))
+            best = k if best is None else max(best, k)
+    return best
+
+
+def evaluate(file: str | os.PathLike, weights: str, *, iterations: int | None = None,
+             stages: Iterable[str] | None = None, level: int | None = None, progress: bool = True,
+             echo: Callable[[str], None] | None = None) -> dict[str, list[float]]:
+    """The TEST phase of a net (or of a solver's first test net) with these weights: the mean
+    of every output over ``iterations`` batches (default: a full pass when the data size is
+    known, else 50).  Returns {"loss": [mean], output: [mean per element]}."""
+    from netspec.api import compile_net
+    from netspec.core.net import Net
+    from netspec.io.weights import copy_weights, load_weights
+    from netspec.solvers.config import is_solver_doc
+    from netspec.spec.load import load_file
+
+    say = echo if echo is not None else (lambda m: None)
+    doc = load_file(file)
+    if is_solver_doc(doc):
+        tr = resolve_training(file)
+        use = tr.tests[0] if tr.tests else tr.train
+        spec, lv, st = use.spec, use.level, use.stages
+    else:
+        from netspec.api import net_from_doc
+
+        spec, lv, st = net_from_doc(doc), None, None
+    if stages is not None:
+        st = list(stages)
+    if level is not None:
+        lv = level
+    net = Net(compile_net(spec, "TEST", lv, st), np.float32, seed=0)
+    try:
+        for shown, path in weight_refs([w.strip() for w in weights.split(",") if w.strip()], None):
+            report = copy_weights(net, load_weights(path), shown)
+            missing = [r.key for r in report.rows if r.status == "not in source"]
+            if missing:
+                say(f"warning: {len(missing)} param(s) are not in {shown} and keep their initial values: "
+                    f"{', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
+        if iterations is None:
+            iterations = full_pass_iterations(net) or DEFAULT_TEST_ITERATIONS
+        if iterations < 1:
+            raise SpecError("--iterations must be at least 1")
+        weights_of = {}
+        for lp in net.layers:
+            for t, w in zip(lp.tops, lp.loss_weights):
+                weights_of[t] = w
+        outs = list(net.plan.outputs)
+        sums = {name: np.zeros(net.blobs[name].data.size) for name in outs}
+        loss = 0.0
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=iterations, unit="batch", leave=False, dynamic_ncols=True)
+        for _ in range(iterations):
+            loss += net.forward()
+            for name in outs:
+                sums[name] += net.blobs[name].data.ravel()
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        result = {"loss": [loss / iterations]}
+        say(f"Loss: {loss / iterations:.6g}")
+        for name in outs:
+            means = sums[name] / iterations
+            w = weights_of.get(name, 0.0)
+            for v in means:
+                extra = f" (* {w:.6g} = {w * v:.6g} loss)" if w else ""
+                say(f"{name} = {v:.6g}{extra}")
+            result[name] = [float(v) for v in means]
+        return result
+    finally:
+        for lp in net.layers:
+            lp.layer.close()
