@@ -11,11 +11,17 @@ from typing import Any
 
 import yaml
 
+from netspec.spec.load import EXPONENT_FLOAT
 from netspec.spec.model import to_plain
 
 
 class _Dumper(yaml.SafeDumper):
     pass
+
+
+# The loader reads 1e-4 as a float; the dumper must know it too, or the string "1e-4" would be
+# written bare and read back as a number.
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT, list("-+0123456789"))
 
 
 def _is_scalar(v: Any) -> bool:
