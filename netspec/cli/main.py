@@ -15,7 +15,8 @@ import click
 from netspec import __version__
 from netspec.errors import NetspecError
 
-COMMAND_MODULES = ("netspec.cli.net", "netspec.cli.perf", "netspec.cli.data", "netspec.cli.train")
+COMMAND_MODULES = ("netspec.cli.net", "netspec.cli.perf", "netspec.cli.data", "netspec.cli.train",
+                   "netspec.cli.convert")
 
 
 class Group(click.Group):
