@@ -59,13 +59,15 @@ class LRN(Layer):
         self.across = self.p.get("norm_region", "ACROSS_CHANNELS") == "ACROSS_CHANNELS"
         self.dims = (n, c, h * w) if self.across else (n * c, h, w)
         self._scale = np.empty(self.dims, dtype=bottom[0].data.dtype)  # k + alpha/n sum x^2, for backward
+        self._tmp = np.empty(self.dims, dtype=bottom[0].data.dtype)    # kernel scratch
 
     def forward(self, bottom, top):
         x, y = bottom[0].data.reshape(self.dims), top[0].data.reshape(self.dims)
         if self.across:
             self.K.lrn_across_forward(y, self._scale, x, self.size, self.alpha / self.size, self.beta, self.k)
         else:  # k is ignored: Caffe hard-codes the shift to 1 in this region
-            self.K.lrn_within_forward(y, self._scale, x, self.size, self.alpha / self.size ** 2, self.beta)
+            self.K.lrn_within_forward(y, self._scale, self._tmp, x, self.size, self.alpha / self.size ** 2,
+                                      self.beta)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -73,9 +75,11 @@ class LRN(Layer):
         x, y = bottom[0].data.reshape(self.dims), top[0].data.reshape(self.dims)
         dx, dy = bottom[0].grad.reshape(self.dims), top[0].grad.reshape(self.dims)
         if self.across:
-            self.K.lrn_across_backward(dx, dy, y, self._scale, x, self.size, self.alpha / self.size, self.beta)
+            self.K.lrn_across_backward(dx, self._tmp, dy, y, self._scale, x, self.size, self.alpha / self.size,
+                                       self.beta)
         else:
-            self.K.lrn_within_backward(dx, dy, y, self._scale, x, self.size, self.alpha / self.size ** 2, self.beta)
+            self.K.lrn_within_backward(dx, self._tmp, dy, y, self._scale, x, self.size,
+                                       self.alpha / self.size ** 2, self.beta)
 
 
 @register("BatchNorm")
