@@ -4,7 +4,8 @@ Each layer runs one kernel of ``netspec.kernels.<device>.neuron`` over the flat 
 the gradient is a function of the output (ReLU, Sigmoid, TanH, ELU, Swish, Exp) backward
 reads the top, as Caffe does, so it works in place.  Where it needs the input (PReLU, Power,
 Log, Clip), a layer run in place keeps a copy of its input, as Caffe's PReLU does (Caffe's
-Power, Log and Clip read the overwritten bottom instead, which gives wrong gradients).
+Power, Log and Clip read the overwritten bottom instead, which gives wrong gradients).  BNLL
+in place takes its gradient from the output: sigmoid(x) = 1 - exp(-y).
 """
 
 from __future__ import annotations
