@@ -59,7 +59,7 @@ DATA_PROPS = {
     "transform": TRANSFORM,
     "rand_skip": T.integer(0, desc="skip a random number (below this) of records at the start"),
     "prefetch": T.integer(0, default=4, desc="batches prepared ahead in a background thread (0: none; "
-                                             "batches cheaper to make than to hand over are made inline)"),
+                                             "batches that take under 0.25 ms are made inline)"),
     "backend": T.enum(("LEVELDB", "LMDB"), desc="accepted for Caffe files; the source decides the format"),
     "label_column": {"type": ["integer", "string", "null"],
                      "description": "CSV: the label's column, an index or a header name (default -1, the last; "
@@ -171,8 +171,9 @@ class DummyData(Layer):
         """Nothing: generated data has no producer."""
 
 
-#: a batch made in less than this many seconds is always made inline in forward, not by the
-#: prefetch thread: handing a batch over costs about that much even on a quiet machine
+#: a batch made in less than this many seconds is made inline in forward, not by the prefetch
+#: thread: handing a batch over costs about that much (0.1 ms on a quiet machine, several ms
+#: when the cores are oversubscribed and the woken thread holds the GIL)
 INLINE_BELOW = 0.25e-3
 TRIAL_BATCHES = 8   # batches taken from the thread before choosing between thread and inline
 
@@ -283,7 +284,6 @@ class _DataBase(Layer):
         self.depth = int(self.p.get("prefetch", 4))
         self.inline = self.depth == 0     # batches made in forward itself (see INLINE_BELOW)
         self._handed = 0                  # batches taken from the thread so far
-        self._trial_waits: list[float] = []
         self.dtype = top[0].data.dtype
         # private seeds: prefetching never moves the net's Generator, which other layers share
         seeds = (self.rng if self.rng is not None else np.random.default_rng(0)).integers(0, 2**63 - 1, size=3)
@@ -323,10 +323,9 @@ class _DataBase(Layer):
         except DataError as e:
             raise self.error(e.message, "source", cls=DataError) from None
         finally:
-            waited = time.perf_counter() - t0
-            self.wait_seconds += waited
-        if not self.inline and self._handed <= TRIAL_BATCHES:
-            self._trial(waited)
+            self.wait_seconds += time.perf_counter() - t0
+        if not self.inline and self._handed == TRIAL_BATCHES:
+            self._trial()
 
     def _take(self, top) -> None:
         """Copy the thread's next batch into the tops (starting the thread when there is none)."""
@@ -345,17 +344,16 @@ class _DataBase(Layer):
         self._cursor = cursor
         self._handed += 1
 
-    def _trial(self, waited: float) -> None:
-        """After TRIAL_BATCHES from the thread, keep it only if it saves time: when making a batch
-        costs less than taking one from the thread (waking a thread that then holds the GIL can
-        stall the step for milliseconds on busy cores), make them inline from the consumed cursor
-        on.  The batches made ahead are dropped; the stream stays the same."""
-        if self._handed > 1:                   # the first batch always waits for the thread's start
-            self._trial_waits.append(waited)
+    def _trial(self) -> None:
+        """After TRIAL_BATCHES from the thread, keep it only for batches that take long to make:
+        a cheap batch costs less to make than to take from the thread (waking a thread that
+        then holds the GIL can stall the step for milliseconds on busy cores).  Inline reading
+        starts from the consumed cursor; the batches made ahead are dropped; the stream stays
+        the same.  The rule uses the batch cost alone, which a busy machine distorts less than
+        it distorts timings of the hand-over."""
         if self._handed < TRIAL_BATCHES:
             return
-        fill = float(np.median(self._pipe.fill_times[:TRIAL_BATCHES]))
-        if fill < INLINE_BELOW or float(np.mean(self._trial_waits)) >= fill:
+        if float(np.median(self._pipe.fill_times[:TRIAL_BATCHES])) < INLINE_BELOW:
             self.close()
             self.inline = True
 
