@@ -190,7 +190,7 @@ def _unused(spec: SolverSpec, data: dict) -> list[NetspecError]:
                   "momentum2": ("Adam", "AdamW"), "rms_decay": ("RMSProp",),
                   "delta": ("AdaGrad", "RMSProp", "AdaDelta", "Adam", "AdamW")}
     for key, rules in rule_reads.items():
-        if key in data and rule not in rules:
+        if key in data and rule not in rules and not (key == "momentum" and data[key] == 0):
             out.append(spec.error(f"the {rule} rule does not use {key}; it is ignored", key, SpecError))
     if "snapshot_format" in data:
         out.append(spec.error("snapshot_format is ignored: netspec writes safetensors snapshots",

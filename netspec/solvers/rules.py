@@ -203,6 +203,7 @@ class Updater:
         self.lr_mult = lr_mult
         self.decay = decay if weight_decay and decay.any() else None
         self.alpha = np.empty(size, dtype=dtype)
+        self._alpha_rate: float | None = None
         self.tmp = np.empty(size, dtype=dtype)
         self.last_clip: tuple[float, float] | None = None   # (norm, scale) when clipping happened
 
@@ -222,7 +223,10 @@ class Updater:
             g *= 1.0 / self.iter_size
         if self.clip_after_normalize:
             self._clip(g)
-        alpha = np.multiply(self.lr_mult, rate, out=self.alpha)
+        if rate != self._alpha_rate:  # the local rates change only when the rate does
+            np.multiply(self.lr_mult, rate, out=self.alpha)
+            self._alpha_rate = rate
+        alpha = self.alpha
         if self.decay is not None and not self.decoupled:
             g += self._decay_term(w)
         u = self.rule.update(g, alpha, it)

@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from netspec.errors import SolverError, SpecError
+from netspec.errors import NetspecError, SolverError, SpecError
 from netspec.io import snapshot as snap
 from netspec.solvers.config import Training, resolve_training
 from netspec.solvers.runlog import RunLog
@@ -113,6 +113,9 @@ def train(file: str | os.PathLike, *, solver: str | None = None, weights: str | 
             log.info(f"Random seed: {s.seed} ({s.seed_source})")
         s.check_snapshot_dir()
         return s.solve()
+    except NetspecError as e:
+        log.info(f"error: {e}", echo=False)   # the caller reports it; the run's log keeps it too
+        raise
     finally:
         if s is not None:
             s.close()

@@ -38,8 +38,8 @@ class RunLog:
             self._text = open(run_dir / TRAIN_LOG, "a", encoding="utf-8")
             self._jsonl = open(run_dir / LOG_JSONL, "a", encoding="utf-8")
 
-    def info(self, msg: str) -> None:
-        if self.echo is not None:
+    def info(self, msg: str, echo: bool = True) -> None:
+        if echo and self.echo is not None:
             self.echo(msg)
         if self._text is not None:
             now = datetime.datetime.now()

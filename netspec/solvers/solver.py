@@ -249,7 +249,7 @@ class Solver:
                     norm, scale = upd.last_clip
                     self.log.info(f"Gradient clipping: scaling down gradients (L2 norm {_fmt(norm)} > "
                                   f"{_fmt(upd.clip)}) by scale factor {_fmt(scale)}")
-                if not math.isfinite(float(np.add.reduce(net.param_data, dtype=np.float64))):
+                if not _all_finite(net.param_data):
                     self._nonfinite_params(rate)
                 self.iter += 1
                 self.elapsed += time.perf_counter() - t0
@@ -486,6 +486,15 @@ class Solver:
 
 
 # ---- helpers -------------------------------------------------------------------------------
+
+def _all_finite(a: np.ndarray) -> bool:
+    """Whether ``a`` holds no NaN or Inf: one BLAS dot product (a NaN or Inf anywhere makes it
+    non-finite), and the exact element test only when the sum of squares overflowed."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if math.isfinite(float(np.dot(a, a))):
+            return True
+    return bool(np.isfinite(a).all())
+
 
 def _loss_msg(w: float, v: float) -> str:
     return f" (* {_fmt(w)} = {_fmt(w * v)} loss)" if w else ""
