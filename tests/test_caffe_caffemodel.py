@@ -291,3 +291,55 @@ def test_cli_errors_exit_1_without_traceback(tmp_path):
     assert res.exit_code == 1 and "Traceback" not in res.output and "junk.safetensors" in res.output
     res = runner.invoke(cli, ["convert", str(bad), "-o", str(tmp_path / "o.safetensors")])
     assert res.exit_code == 2 and "--net" in res.output
+
+
+def test_mangled_caffemodels_give_weights_errors_never_a_crash(tmp_path):
+    import random
+
+    net = convert_net_file(FIXTURES / "bn_scale.prototxt").net
+    data = C.export_weights(random_weights(net, 1), net)
+    rng = random.Random(0)
+    p = tmp_path / "m.caffemodel"
+    errors = 0
+    for _ in range(300):
+        b = bytearray(data)
+        pos = rng.randrange(len(b))
+        r = rng.random()
+        if r < 0.5:
+            b[pos] = rng.randrange(256)
+        elif r < 0.75:
+            del b[pos:pos + rng.randint(1, 30)]
+        else:
+            b[pos:pos] = bytes(rng.randrange(256) for _ in range(3))
+        p.write_bytes(bytes(b))
+        try:
+            C.import_weights(p, net)
+        except WeightsError as e:
+            assert "m.caffemodel" in str(e)
+            errors += 1
+    assert errors > 0
+
+
+def test_v0_caffemodels_are_refused(tmp_path):
+    p = tmp_path / "v0.caffemodel"
+    p.write_bytes(ld(2, ld(1, ld(1, b"conv1"))))
+    with pytest.raises(WeightsError, match="V0 layer.*upgrade_net_proto_binary"):
+        C.read_caffemodel(p)
+
+
+def test_weights_need_the_nets_shapes(tmp_path):
+    """A net whose data cannot be read needs its sample shape to place the weights."""
+    text = ('layer { name: "d" type: "Data" top: "x" data_param { source: "/nowhere/db" batch_size: 2 } }\n'
+            'layer { name: "fc" type: "InnerProduct" bottom: "x" top: "y" inner_product_param { num_output: 3 } }\n')
+    proto = tmp_path / "n.prototxt"
+    proto.write_text(text)
+    model = tmp_path / "m.caffemodel"
+    model.write_bytes(ld(100, ld(1, b"fc") + ld(7, shaped_blob((3, 4), np.ones(12)))
+                         + ld(7, shaped_blob((3,), np.zeros(3)))))
+    runner = CliRunner()
+    res = runner.invoke(cli, ["convert", str(model), "--net", str(proto), "-o", str(tmp_path / "w.safetensors")])
+    assert res.exit_code == 1 and "--data-shape" in res.output and "Traceback" not in res.output
+    res = runner.invoke(cli, ["convert", str(model), "--net", str(proto), "--data-shape", "d=4",
+                              "-o", str(tmp_path / "w.safetensors")])
+    assert res.exit_code == 0, res.output
+    assert C.load_safetensors(tmp_path / "w.safetensors")["fc/weight"].shape == (3, 4)

@@ -271,7 +271,8 @@ def test_data_source_options(caffe_examples, tmp_path):
 
 
 def test_unknown_lmdb_source_is_kept_with_a_note():
-    text = 'layer { name: "d" type: "Data" top: "x" data_param { source: "/data/my_lmdb" batch_size: 4 backend: LMDB } }'
+    text = ('layer { name: "d" type: "Data" top: "x"\n'
+            '        data_param { source: "/data/my_lmdb" batch_size: 4 backend: LMDB } }')
     res = convert_net_text(text, "d.prototxt")
     assert res.net.layers[0]["source"] == "/data/my_lmdb"
     notes = " ".join(it.why for it in res.report.of("note"))

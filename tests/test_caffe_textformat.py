@@ -149,3 +149,35 @@ def test_generic_tree_needs_no_message_type():
     inner = tree.entries[0].value
     assert [e.name for e in inner.entries] == ["b", "c"]
     assert [v.text for v in inner.entries[1].value] == ["x", "y"]
+
+
+def test_mangled_files_give_located_errors_never_a_crash():
+    """Random edits of real prototxts: every outcome is a result or a located NetspecError."""
+    import random
+    from pathlib import Path
+
+    from netspec.caffe.convert_net import NetOptions, convert_net_text
+    from netspec.errors import NetspecError
+
+    files = sorted((Path(__file__).parent / "fixtures" / "caffe").glob("*.prototxt"))
+    pieces = ["{", "}", ":", '"', "'", "-", "1e5", "nan", "layer", "layers", "name", "type", "top", "param",
+              "include", "phase: TEST", "#", "\n", "[", "]", ",", "0", "-1", "99999999999999999999", "x",
+              "blobs_lr: 2", 'input: "q"', "input_dim: 1", "kernel_size: 0", "engine: CUDNN", "concat_dim: 5",
+              "normalize: true", '"Python"']
+    rng = random.Random(0)
+    outcomes = {"ok": 0, "error": 0}
+    for _ in range(150):
+        text = rng.choice(files).read_text()
+        for _ in range(rng.randint(1, 3)):
+            pos = rng.randrange(len(text) + 1)
+            if rng.random() < 0.6:
+                text = text[:pos] + " " + rng.choice(pieces) + " " + text[pos:]
+            else:
+                text = text[:pos] + text[pos + rng.randint(1, 15):]
+        try:
+            convert_net_text(text, "m.prototxt", NetOptions())
+            outcomes["ok"] += 1
+        except NetspecError as e:
+            assert str(e) and (e.file == "m.prototxt" or "m.prototxt" in str(e))
+            outcomes["error"] += 1
+    assert outcomes["ok"] > 0 and outcomes["error"] > 0

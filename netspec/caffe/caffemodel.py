@@ -202,6 +202,9 @@ def _decode_layer(buf: bytes, rng: tuple[int, int], v1: bool, offset: int) -> So
     name_no, type_no, blobs_no = (4, 5, 6) if v1 else (1, 2, 7)
     layer = SourceLayer("", "", [], offset)
     for number, wire, value, tag in iter_fields(buf, *rng):
+        if v1 and number == 1 and wire == LEN:
+            raise WireError("a V0 layer (Caffe before 2014), which netspec does not read; upgrade the file first "
+                            "with Caffe's upgrade_net_proto_binary", tag)
         if number == name_no and wire == LEN:
             layer.name = _string(buf, value)
         elif number == type_no:

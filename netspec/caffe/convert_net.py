@@ -312,13 +312,15 @@ class _LayerConv:
             elif fname in ("bottom", "top"):
                 self.fields[fname] = list(value)
                 self.report.mapped(self.where, origin, fname, meta.line)
-                self.comment(fname, meta)
+                for m in layer.meta[fname]:
+                    self.comment(fname, m)
             elif fname == "phase":
                 self.set("phase", value, origin, meta.line)
                 self.comment("phase", meta)
             elif fname in ("loss_weight", "propagate_down"):
                 self.set(fname, self.scalar_or_list(fname, value), origin, meta.line)
-                self.comment(fname, meta)
+                for m in layer.meta[fname]:
+                    self.comment(fname, m)
             elif fname in ("include", "exclude"):
                 rules = [_rule(r) for r in value]
                 self.set(fname, rules[0] if len(rules) == 1 else rules, origin, meta.line)
@@ -385,7 +387,9 @@ class _LayerConv:
             return
         tprops = self.props["transform"].get("properties", {})
         out = dict(self.fields.get("transform", {}))
-        for f, _ in tp.order:
+        for f, idx in tp.order:
+            if idx > 0:
+                continue
             sub = tp.first_meta(f)
             origin = sub.origin or f"transform_param.{f}"
             if f not in tprops:
@@ -406,7 +410,9 @@ class _LayerConv:
     # -- a *_param block -----------------------------------------------------------------------
     def block(self, block: str, p: Msg, meta: Meta) -> None:
         first_key = None
-        for f, _ in p.order:
+        for f, idx in p.order:
+            if idx > 0:
+                continue          # a repeated field is converted whole, at its first value
             sub = p.first_meta(f)
             origin = sub.origin or f"{block}.{f}"
             value = p[f]
@@ -433,7 +439,9 @@ class _LayerConv:
                                             sub.line)
                 continue
             self.set(key, self.value(key, value, field_type, origin, sub.line), origin, sub.line)
-            self.comment(key, sub, value if isinstance(value, Msg) else None)
+            for i, m in enumerate(p.meta[f]):
+                item = value[i] if isinstance(value, list) else value
+                self.comment(key, m, item if isinstance(item, Msg) else None)
             first_key = first_key or key
         if first_key:
             self.comment(first_key, meta)

@@ -248,9 +248,10 @@ class _Solver:
             stem = Path(self.options.out_path).stem if self.options.out_path else "solver"
             suffix = {"net_param": "_net", "train_net_param": "_train_net"}.get(key, f"_test_net{k}")
             out_path = None
-            if self.out_dir is not None:
-                out_path = self.options.net_out if key == "net_param" and self.options.net_out else (
-                    self.out_dir / f"{stem}{suffix}.yaml")
+            if key == "net_param" and self.options.net_out:
+                out_path = self.options.net_out
+            elif self.out_dir is not None:
+                out_path = self.out_dir / f"{stem}{suffix}.yaml"
             try:
                 converted = convert_net_msg(net, self.file, self.net_options(out_path),
                                             Report(f"{self.file} ({key})", "net"))
@@ -262,7 +263,7 @@ class _Solver:
                 self.nets.append((out_path, converted))
                 refs.append(self.ref(out_path, out_path.name))
             converted_all.append(converted)
-        if self.out_dir is None:
+        if not refs and converted_all:
             self.inline[key] = converted_all
             self.report.mapped("solver", key, f"{key} (inline)", line)
             return None
@@ -270,8 +271,12 @@ class _Solver:
         return self.put(target, value, key, line)
 
     def ref(self, out_path: Path | None, fallback: str) -> str:
-        if out_path is None or self.out_dir is None:
+        """How the solver names a net file: relative to the solver's folder (as given when the
+        solver is printed)."""
+        if out_path is None:
             return fallback
+        if self.out_dir is None:
+            return str(out_path)
         return os.path.relpath(Path(out_path).resolve(), self.out_dir)
 
     def account(self, converted: ConvertedNet) -> None:
