@@ -63,15 +63,20 @@ def load_net_text(text: str, file: str = "<string>", base_dir: Path | None = Non
 def compile_net(net: NetSpec, phase: str = "TRAIN", level: int | None = None,
                 stages: Iterable[str] | None = None, input_shapes: dict | None = None) -> Plan:
     """Filter to a state, insert splits, and plan (shapes, backward needs, params)."""
-    if phase == DEPLOY:
-        return plan(insert_splits(derive_deploy(net, level=level, stages=stages)), input_shapes)
-    return plan(insert_splits(filter_net(net, phase, level, stages)), input_shapes)
+    return plan(insert_splits(phase_net(net, phase, level, stages)), input_shapes)
 
 
 def phase_net(net: NetSpec, phase: str, level: int | None = None, stages: Iterable[str] | None = None) -> NetSpec:
-    """The normalized net of one phase (TRAIN, TEST or DEPLOY), before split insertion."""
+    """The normalized net of one phase (TRAIN, TEST or DEPLOY), before split insertion.
+
+    Without ``stages``, a phase whose layers all require a stage (the autoencoder's
+    ``test-on-train``/``test-on-test`` TEST nets) is built with the first stage set its rules
+    name, the choice the net records in its ``state``; otherwise the net's own state's stages.
+    """
     if phase == DEPLOY:
         return derive_deploy(net, level=level, stages=stages)
+    if stages is None:
+        stages = stage_sets(net, phase)[0]
     return filter_net(net, phase, level, stages)
 
 

@@ -327,3 +327,31 @@ def test_a_train_only_net_checks_its_one_phase(tmp_path):
     r = run("check", str(p))
     assert r.exit_code == 1 and "unknown bottom 'data'" in r.stderr
     assert "no layer before it produces anything in the TEST net" in r.stderr
+
+
+def test_a_closed_pipe_ends_quietly(monkeypatch):
+    """`netspec summary ... | head -1`: the reader leaves early; no 'internal error'."""
+    import types
+
+    import click
+
+    import netspec.cli.net as net_commands
+
+    def closed(*a, **k):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    shim = types.SimpleNamespace(**{k: getattr(click, k) for k in dir(click) if not k.startswith("__")})
+    shim.echo = closed
+    monkeypatch.setattr(net_commands, "click", shim)
+    r = run("summary", LENET)
+    assert r.exit_code == 1
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    assert "internal error" not in r.output
+
+
+def test_summary_of_a_staged_test_net_names_its_stage():
+    r = run("summary", "--phase", "TEST", "models/autoencoder/train_val.yaml")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[0] == "MNISTAutoencoder (TEST[test-on-train]): 22 layers"
+    r = run("summary", "--phase", "TEST", "--stage", "test-on-test", "models/autoencoder/train_val.yaml")
+    assert r.stdout.splitlines()[0] == "MNISTAutoencoder (TEST[test-on-test]): 22 layers"

@@ -7,6 +7,7 @@ with exit status 2, and its traceback only with ``NETSPEC_DEBUG=1``.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 
@@ -33,6 +34,14 @@ class Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except BrokenPipeError:
+            # the reader went away (`netspec summary ... | head`): stop quietly, as Unix tools do;
+            # stdout is pointed at devnull so the interpreter's final flush does not fail again
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+                pass  # stdout is not a real file (a test runner's buffer): nothing to flush
+            sys.exit(1)
         except Exception as e:  # noqa: BLE001 - the last line of defence against tracebacks
             if os.environ.get("NETSPEC_DEBUG"):
                 raise

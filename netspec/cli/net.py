@@ -81,7 +81,9 @@ def summary(file, phase, stages, level, as_json):
     table.append(("total", "", "", _fmt_int(tot["params"]), _fmt_flops(tot["flops"]), _fmt_bytes(tot["memory"])))
     widths = [max(len(str(r[i])) for r in table) for i in range(len(head))]
     right = {3, 4, 5}
-    title = f"{net.get('name', Path(file).stem)} ({p.phase}): {len(p.layers)} layers"
+    stage = p.net.get("state", {}).get("stage")
+    title = f"{net.get('name', Path(file).stem)} ({p.phase}{'[' + ','.join(stage) + ']' if stage else ''}): " \
+            f"{len(p.layers)} layers"
     click.echo(title)
     for k, r in enumerate(table):
         if k == 1 or k == len(table) - 1:
