@@ -250,3 +250,16 @@ def test_committed_schema_is_current_and_valid():
     assert committed == S.build_solver_schema(), "run: python -c 'from netspec.solvers.schema import " \
                                                   "write_committed; write_committed()'"
     validator_for(committed)  # a valid Draft 2020-12 schema
+
+
+def test_a_missing_net_file_points_at_the_solver_line(tmp_path):
+    p = write(tmp_path, "s.yaml", GOOD.replace("net.yaml", "nets/missing.yaml"))
+    with pytest.raises(SpecError, match="the net file 'nets/missing.yaml' does not exist") as e:
+        resolve_training(p)
+    assert e.value.line == 1 and e.value.field == "net"
+    write(tmp_path, "net.yaml", NET)
+    p = write(tmp_path, "s.yaml", "train_net: net.yaml\ntest_net: other.yaml\ntest_iter: 2\ntest_interval: 4\n"
+                                  "base_lr: 0.1\nlr_policy: fixed\nmax_iter: 3\n")
+    with pytest.raises(SpecError, match="the net file 'other.yaml' does not exist") as e:
+        resolve_training(p)
+    assert e.value.line == 2

@@ -240,13 +240,22 @@ class Training:
         return self.train.name
 
 
-def _net_doc(sub: Doc | None, path: Path | None) -> NetSpec:
-    from netspec.api import load_net, net_from_doc
+def _net_doc(sub: Doc) -> NetSpec:
+    from netspec.api import net_from_doc
 
-    if sub is not None:
-        return net_from_doc(sub)
-    if not path.exists():
-        raise SpecError("no such net file", file=str(path))
+    return net_from_doc(sub)
+
+
+def _net_file(solver: SolverSpec, key: str, index: int | None = None) -> NetSpec:
+    """The net a solver names under ``key`` (relative to the solver file)."""
+    from netspec.api import load_net
+
+    value = solver[key] if index is None else solver[key][index]
+    path = solver.path(value)
+    if not path.is_file():
+        line = solver.src.line(key, index) if index is not None else solver.src.line(key)  # falls back to key's
+        raise SpecError(f"the net file '{value}' does not exist (looked for {path})", file=solver.file, line=line,
+                        field=key)
     return load_net(path)
 
 
@@ -307,22 +316,22 @@ def resolve_training(file: str | os.PathLike, solver_file: str | os.PathLike | N
     train: NetSpec | None = net
     if net is None:
         if "net" in solver:
-            generic = _net_doc(None, solver.path(solver["net"]))
+            generic = _net_file(solver, "net")
         elif "net_param" in solver:
-            generic = _net_doc(_inline(solver, "net_param", solver["net_param"]), None)
+            generic = _net_doc(_inline(solver, "net_param", solver["net_param"]))
         elif "train_net" in solver:
-            train = _net_doc(None, solver.path(solver["train_net"]))
+            train = _net_file(solver, "train_net")
         else:
-            train = _net_doc(_inline(solver, "train_net_param", solver["train_net_param"]), None)
+            train = _net_doc(_inline(solver, "train_net_param", solver["train_net_param"]))
         if generic is not None:
             train = generic
     specific: list[NetSpec] = []
     if net is None:
         listed = ("test_net_param", 0) in solver.src.lines
         for i, p in enumerate(solver.get("test_net_param", [])):
-            specific.append(_net_doc(_inline(solver, "test_net_param", p, i if listed else None), None))
-        for t in solver.get("test_net", []):
-            specific.append(_net_doc(None, solver.path(t)))
+            specific.append(_net_doc(_inline(solver, "test_net_param", p, i if listed else None)))
+        for i in range(len(solver.get("test_net", []))):
+            specific.append(_net_file(solver, "test_net", i))
     test_iter = solver.get("test_iter", [])
     n_generic = len(test_iter) - len(specific) if generic is not None else 0
     if n_generic < 0 or (generic is None and len(test_iter) != len(specific)):
