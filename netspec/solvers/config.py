@@ -232,18 +232,11 @@ class Training:
     solver: SolverSpec
     train: NetUse
     tests: list[NetUse] = field(default_factory=list)
-    source: str = ""                 # the file the user named
     warnings: list[NetspecError] = field(default_factory=list)
 
     @property
     def net_name(self) -> str:
         return self.train.name
-
-
-def _net_doc(sub: Doc) -> NetSpec:
-    from netspec.api import net_from_doc
-
-    return net_from_doc(sub)
 
 
 def _net_file(solver: SolverSpec, key: str, index: int | None = None) -> NetSpec:
@@ -282,12 +275,11 @@ def resolve_training(file: str | os.PathLike, solver_file: str | os.PathLike | N
         solver = solver_from_doc(doc)
         net = None
     else:
-        inline = doc.data.get("solver") if isinstance(doc.data, dict) else None
-        if isinstance(inline, dict) and solver_file is None:
-            # the solver's own checks first: their messages say more than the net schema's
-            solver_from_doc(Doc(inline, doc.sub_lines(("solver",)), doc.file, doc.base_dir), inline=True)
+        ref = doc.data.get("solver") if isinstance(doc.data, dict) else None
+        if isinstance(ref, dict) and solver_file is None:
+            # checked before the net: the solver's own messages say more than the net schema's
+            solver = solver_from_doc(Doc(ref, doc.sub_lines(("solver",)), doc.file, doc.base_dir), inline=True)
         net = net_from_doc(doc)
-        ref = net.get("solver")
         if solver_file is not None:
             solver = load_solver(solver_file)
         elif isinstance(ref, str):
@@ -296,9 +288,7 @@ def resolve_training(file: str | os.PathLike, solver_file: str | os.PathLike | N
                 raise SpecError(f"the solver file '{ref}' does not exist (looked for {path})", file=doc.file,
                                 line=doc.line(("solver",)), field="solver")
             solver = load_solver(path)
-        elif isinstance(ref, dict):
-            solver = solver_from_doc(Doc(ref, doc.sub_lines(("solver",)), doc.file, doc.base_dir), inline=True)
-        else:
+        elif not isinstance(ref, dict):
             raise SpecError("this net names no solver: add 'solver: <file>' (or an inline solver mapping) to "
                             "it, or give --solver FILE", file=doc.file, line=1)
         for k in S.NET_KEYS + ("test_net", "test_net_param"):
@@ -318,18 +308,18 @@ def resolve_training(file: str | os.PathLike, solver_file: str | os.PathLike | N
         if "net" in solver:
             generic = _net_file(solver, "net")
         elif "net_param" in solver:
-            generic = _net_doc(_inline(solver, "net_param", solver["net_param"]))
+            generic = net_from_doc(_inline(solver, "net_param", solver["net_param"]))
         elif "train_net" in solver:
             train = _net_file(solver, "train_net")
         else:
-            train = _net_doc(_inline(solver, "train_net_param", solver["train_net_param"]))
+            train = net_from_doc(_inline(solver, "train_net_param", solver["train_net_param"]))
         if generic is not None:
             train = generic
     specific: list[NetSpec] = []
     if net is None:
         listed = ("test_net_param", 0) in solver.src.lines
         for i, p in enumerate(solver.get("test_net_param", [])):
-            specific.append(_net_doc(_inline(solver, "test_net_param", p, i if listed else None)))
+            specific.append(net_from_doc(_inline(solver, "test_net_param", p, i if listed else None)))
         for i in range(len(solver.get("test_net", []))):
             specific.append(_net_file(solver, "test_net", i))
     test_iter = solver.get("test_iter", [])
@@ -345,14 +335,11 @@ def resolve_training(file: str | os.PathLike, solver_file: str | os.PathLike | N
                            "test_state", SpecError)
     if test_specs and solver["test_interval"] <= 0:
         raise solver.error("test_interval must be > 0 when there are test nets (test_iter is given)",
-                           "test_interval" if "test_interval" in solver.src.lines else "test_iter", SpecError)
+                           "test_interval" if ("test_interval",) in solver.src.lines else "test_iter", SpecError)
     tests = []
     for k, (spec, iters) in enumerate(zip(test_specs, test_iter)):
         st = states[k] if states else {}
         tests.append(NetUse(spec, "TEST", st.get("level"), as_list(st["stage"]) if "stage" in st else None,
                             iters, label=f"#{k}"))
-    if solver["snapshot"] < 0:
-        raise solver.error("snapshot must be >= 0", "snapshot", SpecError)
-    return Training(solver, NetUse(train, "TRAIN", train_state.get("level"), tr_stages), tests,
-                    source=str(file), warnings=warnings)
+    return Training(solver, NetUse(train, "TRAIN", train_state.get("level"), tr_stages), tests, warnings)
 
