@@ -38,7 +38,7 @@ def test_net_to_file_with_json_report(tmp_path):
     js = json.loads(rep.read_text())
     assert js["kind"] == "net" and js["output"].endswith("net.yaml") and js["summary"]["checked"] == "yes"
     statuses = {it["status"] for it in js["items"]}
-    assert {"mapped", "ignored", "note", "default"} <= statuses
+    assert {"mapped", "ignored", "note"} <= statuses
     assert "mapped " in res.stderr       # -v lists mapped fields too
 
 

@@ -333,3 +333,18 @@ def test_floats_read_back_as_floats(value):
     text = fmt_float(value)
     back = yaml.safe_load(f"k: {text}")["k"]
     assert isinstance(back, float) and back == value
+
+
+def test_param_entries_follow_the_params_the_layer_has():
+    """``param`` entries apply to the blobs a layer really learns: a two-bottom Scale learns only
+    its bias, a convolution without bias_term only its weight (more entries: Caffe's error)."""
+    inp = ('layer { name: "d" type: "Input" top: "x" top: "g"\n'
+           '        input_param { shape { dim: 2 dim: 3 } shape { dim: 3 } } }\n')
+    res = convert_net_text(inp + 'layer { name: "s" type: "Scale" bottom: "x" bottom: "g" top: "y" '
+                                 'param { lr_mult: 2 } scale_param { bias_term: true } }\n', "s.prototxt")
+    assert res.net.layers[1]["param"] == {"bias": {"lr_mult": 2}}
+    with pytest.raises(SpecError) as e:
+        convert_net_text(inp + 'layer { name: "c" type: "InnerProduct" bottom: "x" top: "z"\n'
+                               '  param { lr_mult: 1 } param { lr_mult: 2 }\n'
+                               '  inner_product_param { num_output: 2 bias_term: false } }\n', "s.prototxt")
+    assert e.value.line == 4 and "learns 1 (weight)" in str(e.value)

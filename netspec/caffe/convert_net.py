@@ -327,7 +327,7 @@ class _LayerConv:
                 for k, r in enumerate(value):
                     self.comment(fname, layer.meta[fname][k], r)
             elif fname == "param":
-                self.params(value, layer.meta["param"])
+                pass              # after the loop: which params exist depends on bias_term and bottoms
             elif fname == "blobs":
                 self.report.unsupported(self.where, "blobs", "netspec does not take initial values inside a net "
                                         "file; put them in a weights file (netspec convert MODEL.caffemodel "
@@ -345,20 +345,36 @@ class _LayerConv:
         if "include" in self.fields and "exclude" in self.fields:
             self.errors.append(self.ctx.err(f"{self.where}: give include or exclude rules, not both",
                                             *layer.where("exclude")))
+        if "param" in layer:
+            self.params(layer["param"], layer.meta["param"])
         self.caffe_defaults(blocks)
         self.data_source()
         raise_all(self.errors)
 
-    def params(self, specs: list[Msg], metas: list[Meta]) -> None:
+    def learned(self) -> tuple[str, ...]:
+        """The params this layer has, in Caffe's blob order (``param`` entries apply to them in turn)."""
         names = self.cls.param_names
+        with_bias = self.fields.get("bias_term", self.type != "Scale")
+        two_bottoms = len(self.fields.get("bottom", [])) == 2
+        if self.type == "Scale":
+            return (() if two_bottoms else ("scale",)) + (("bias",) if with_bias else ())
+        if self.type == "Bias" and two_bottoms:
+            return ()
+        if "bias" in names and not with_bias:
+            return tuple(n for n in names if n != "bias")
+        return names
+
+    def params(self, specs: list[Msg], metas: list[Meta]) -> None:
+        names = self.learned()
         if self.type == "BatchNorm":
             self.report.ignored(self.where, "param", "BatchNorm's statistics are never learned: Caffe forces their "
                                 "lr_mult and decay_mult to 0 and so does netspec", metas[0].line)
             return
         if len(specs) > len(names):
             self.errors.append(self.ctx.err(
-                f"{self.where}: {len(specs)} param entries, but {self.type} learns "
-                f"{len(names)} ({', '.join(names) or 'none'}); Caffe rejects this too", metas[0].line))
+                f"{self.where}: {len(specs)} param entries, but this {self.type} learns "
+                f"{len(names)} ({', '.join(names) or 'none'}); Caffe rejects this too (\"Too many params "
+                f"specified for layer\")", metas[0].line))
             return
         out: dict[str, dict] = {}
         for k, (spec, meta) in enumerate(zip(specs, metas)):
@@ -576,9 +592,9 @@ class _LayerConv:
                                      f"image folder)", self.line, "source")
         if known and "shape" not in self.fields and "shape" in self.props:
             self.fields["shape"] = list(known[0])
-            self.report.add("default", self.where, "source", to=f"shape: {list(known[0])}",
-                            why=f"the sample shape of Caffe's example database {base}, so the net checks "
-                                f"before its data is chosen", line=self.line)
+            self.report.add("note", self.where, "shape", to=f"shape: {list(known[0])}",
+                            why=f"shape {list(known[0])} written out: the sample shape of Caffe's example "
+                                f"database {base}, so the net checks before its data is chosen", line=self.line)
         elif "shape" not in self.fields:
             self.report.note(self.where, f"the sample shape of '{old}' is unknown, so netspec check cannot "
                                          f"infer shapes: give --data-source or --data-shape {key}=CxHxW",
