@@ -173,8 +173,7 @@ def convert_net_msg(msg: Msg, file: str, options: NetOptions, report: Report) ->
 @dataclass
 class _LayerItem:
     item: Item
-    line: int
-    caffe_name: str
+    line: int                 # where the layer starts in the prototxt
 
 
 class _Context:
@@ -188,7 +187,6 @@ class _Context:
         self.used_sources: set[str] = set()
         self.used_shapes: set[str] = set()
         self.data_layers: list[str] = []
-        self.relative_paths: list[tuple[str, int]] = []
 
     def err(self, msg: str, line: int, col: int | None = None, hint: str | None = None) -> SpecError:
         return SpecError(msg, file=self.file, line=line, column=col, hint=hint)
@@ -223,7 +221,7 @@ class _Context:
         if meta.trailing:
             comments.append(meta.trailing.text)
         item = Item(_order(lc.fields, list(props)), comments, lc.key_comments, lc.key_trailing)
-        return _LayerItem(item, line, layer.get("name") or name)
+        return _LayerItem(item, line)
 
     def unused_options(self) -> list[SpecError]:
         return unused_options(self.options, self.used_sources | self.used_shapes, self.data_layers, self.file)
@@ -497,7 +495,6 @@ class _LayerConv:
             return value
         root = self.ctx.options.caffe_root
         if root is None:
-            self.ctx.relative_paths.append((value, line))
             self.report.note(self.where, f"'{value}' is relative to the folder Caffe ran in; netspec reads it "
                                          f"relative to the YAML file's folder (give --caffe-root to rewrite it)",
                              line, origin)
