@@ -191,6 +191,8 @@ class Layer:
 
     def axis(self, axis: int, ndim: int, field: str = "axis") -> int:
         a = canonical_axis(axis, ndim)
+        if a is None and ndim == 0:
+            raise self.error(f"axis {axis} is out of range: the input is a scalar (it has no axes)", field)
         if a is None:
             raise self.error(f"axis {axis} is out of range for a {ndim}-axis input "
                              f"(valid: {-ndim} to {ndim - 1})", field)

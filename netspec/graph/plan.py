@@ -233,6 +233,9 @@ def _unknown_bottom(spec: LayerSpec, j: int, b: str, producers: dict, all_tops: 
             hint = f"blobs available here: {', '.join(known[-8:])}"
         if not producers:
             hint = f"no layer before it produces anything in the {phase} net"
+    if "bottom" not in _explicit(spec):
+        why = "the bottom defaulted to the previous layer's first top; name it with 'bottom:'"
+        hint = f"{why}; {hint}" if hint else why
     return spec.error(GraphError, msg, field="bottom", path=("bottom", j), hint=hint)
 
 
