@@ -65,7 +65,7 @@ def test_malformed_prototxt_exit_1_located(tmp_path, text, line, col, words):
     p = tmp_path / "bad.prototxt"
     p.write_text(text)
     res = run(p, "-o", tmp_path / "out.yaml")
-    assert res.exit_code == 1
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit)
     assert "Traceback" not in res.output
     assert f"bad.prototxt:{line}:{col}:" in res.stderr and words in res.stderr
     assert not (tmp_path / "out.yaml").exists()
@@ -93,3 +93,19 @@ def test_usage_errors(tmp_path):
     binary.write_bytes(b"\x0a\x02\xff\xfe")
     res = run(binary)
     assert res.exit_code == 1 and "not text" in res.stderr and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("data, words", [
+    (b"\x0b\x0c", "wire type 3"),
+    (b"\xa2\x06\x05\x0a\x02fc", "runs past the end"),
+    (b"\xa2\x06\x80", "ends inside a number"),
+])
+def test_corrupt_caffemodel_exit_1(tmp_path, data, words):
+    net = tmp_path / "n.prototxt"
+    net.write_text('layer { name: "d" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 } } }')
+    bad = tmp_path / "bad.caffemodel"
+    bad.write_bytes(data)
+    res = run(bad, "--net", net, "-o", tmp_path / "w.safetensors")
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit)
+    assert "Traceback" not in res.output
+    assert "bad.caffemodel" in res.stderr and "at byte" in res.stderr and words in res.stderr

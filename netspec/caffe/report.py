@@ -84,7 +84,8 @@ class Report:
         head = f"{self.source}"
         if self.output:
             head += f" -> {self.output}"
-        facts = ", ".join(f"{k} {v}" for k, v in self.summary.items() if isinstance(v, (int, str)))
+        facts = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in self.summary.items()
+                          if isinstance(v, (int, str)))
         lines = [f"converted {self.kind} {head}" + (f" ({facts})" if facts else "")]
         if fields and self.kind in ("weights", "export"):
             lines.append(f"  {c['mapped']} params copied")
