@@ -47,7 +47,7 @@ def upgrade_net(net: Msg, file: str, report: Report) -> Msg:
         line, col = net.where("layers")
         errors.append(SpecError("the file has both 'layer' and the legacy 'layers' entries; use one form",
                                 file=file, line=line, column=col))
-    inputs = _input_layer(net, file, report, errors)
+    inputs = _input_layer(net, file, errors)
     for name, idx in net.order:
         meta = net.meta[name][idx]
         if name in ("input", "input_dim", "input_shape"):
@@ -57,7 +57,7 @@ def upgrade_net(net: Msg, file: str, report: Report) -> Msg:
         value = net[name][idx] if isinstance(net[name], list) else net[name]
         if name == "layers":
             try:
-                value = _v1_layer(value, file, report)
+                value = _v1_layer(value, file)
             except SpecError as e:
                 errors.append(e)
                 continue
@@ -69,7 +69,7 @@ def upgrade_net(net: Msg, file: str, report: Report) -> Msg:
     return out
 
 
-def _input_layer(net: Msg, file: str, report: Report, errors: list) -> Msg | None:
+def _input_layer(net: Msg, file: str, errors: list) -> Msg | None:
     names = net.get("input", [])
     dims = net.get("input_dim", [])
     shapes = net.get("input_shape", [])
@@ -106,7 +106,9 @@ def _input_layer(net: Msg, file: str, report: Report, errors: list) -> Msg | Non
     layer.add("name", "input", Meta(line, col, origin="input"), False)
     layer.add("type", "Input", Meta(line, col, origin="input"), False)
     for k, n in enumerate(names):
-        layer.add("top", n, _moved(net.meta["input"][k], "input", net), True)
+        m = net.meta["input"][k]     # its comments go with the layer, above it
+        layer.add("top", n, Meta(m.line, m.col, [] if k == 0 else list(m.comments),
+                                 None if k == 0 else m.trailing, origin="input"), True)
     param = Msg("InputParameter", line, col)
     for s in shape_list:
         shape = Msg("BlobShape", line, col)
@@ -118,7 +120,7 @@ def _input_layer(net: Msg, file: str, report: Report, errors: list) -> Msg | Non
     return layer
 
 
-def _v1_layer(v1: Msg, file: str, report: Report) -> Msg:
+def _v1_layer(v1: Msg, file: str) -> Msg:
     """A V1LayerParameter as a LayerParameter."""
     layer = Msg("LayerParameter", v1.line, v1.col)
     params: list[Msg] = []
