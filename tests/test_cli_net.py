@@ -302,6 +302,7 @@ PROBE = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("args", [["--help"], ["check", LENET], ["check", "models/autoencoder/train_val.yaml"],
+                                  ["check", "models/xor/train_val.yaml"], ["check", "models/cifar10_quick/train_val.yaml"],
                                   ["check", "tests/bad/kernel_too_large.yaml"], ["schema", "--types"],
                                   ["summary", LENET]], ids=lambda a: " ".join(a))
 def test_no_numba_import(args):
