@@ -230,14 +230,15 @@ def _unclosed_bracket(text: str, end_line: int, end_col: int) -> tuple[str, int,
 def _yaml_error(e: yaml.MarkedYAMLError, file: str, text: str) -> SpecError:
     """One clear sentence for PyYAML's parser messages, located where the mistake is."""
     mark = e.problem_mark or e.context_mark
-    line = mark.line + 1 if mark else None
-    column = mark.column + 1 if mark else None
     problem = (e.problem or e.context or "syntax error").strip()
+    if mark is None:  # PyYAML marks every parser error; keep a plain message if one is not
+        return SpecError(f"YAML syntax error: {problem}", file=file)
+    line, column = mark.line + 1, mark.column + 1
     context = e.context or ""
     hint = None
     text_lines = text.splitlines()
-    bad_line = text_lines[mark.line] if mark and mark.line < len(text_lines) else ""
-    if "\t" in problem or "'\\t'" in problem or ("\t" in bad_line[: (mark.column + 1 if mark else 0)]):
+    bad_line = text_lines[mark.line] if mark.line < len(text_lines) else ""
+    if "\t" in problem or "'\\t'" in problem or "\t" in bad_line[: mark.column + 1]:
         problem = "a tab character; YAML indentation must use spaces"
         hint = "replace the tabs with spaces"
     elif context.startswith("while parsing a flow") and e.context_mark is not None:
