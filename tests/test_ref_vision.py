@@ -102,6 +102,7 @@ CONV_CASES = [
     ((1, 3, 7, 8), {"num_output": 2, "kernel_h": 3, "kernel_w": 2, "stride_h": 2, "stride_w": 3,
                     "pad_h": 1, "pad_w": 2}),
     ((3, 6, 4, 3), {"num_output": 4, "kernel_size": 1, "group": 2}),
+    ((2, 4, 10, 12), {"num_output": 4, "kernel_size": 1, "group": 2}),
     ((3, 4, 5, 4), {"num_output": 6, "kernel_size": 1, "stride": 2}),
     ((2, 2, 11), {"num_output": 3, "kernel_size": 3, "stride": 2, "pad": 1, "dilation": 2}),
     ((2, 2, 5, 4, 6), {"num_output": 3, "kernel_size": [2, 3, 2], "stride": [1, 2, 2], "pad": [1, 0, 1],
@@ -138,8 +139,8 @@ def test_convolution_matches_reference(shape, fields):
     np.testing.assert_allclose(pg["weight"], dw_ref, rtol=1e-10, atol=1e-10)
     if bias:
         np.testing.assert_allclose(pg["bias"], db_ref, rtol=1e-10, atol=1e-10)
-    expected = "gemm_1x1" if all(v == 1 for v in k) and all(s == 1 for s in stride) and not any(pad) else "im2col_gemm"
-    assert h.layer.algo == expected
+    pointwise = all(v == 1 for v in k) and all(s == 1 for s in stride) and not any(pad)
+    assert h.layer.algo == ("gemm_1x1" if pointwise and y[0, 0].size >= 100 else "im2col_gemm")
 
 
 def test_convolution_axis2_is_a_batch_of_batches():
@@ -233,14 +234,14 @@ def test_pointwise_and_im2col_algorithms_agree():
     from netspec.core.device import kernels
 
     rng = np.random.default_rng(6)
-    g = vision.ConvShape(n=3, c=6, m=4, group=2, img=(4, 5), out=(4, 5), kernel=(1, 1), pad=(0, 0),
+    g = vision.ConvShape(n=3, c=6, m=4, group=2, img=(10, 11), out=(10, 11), kernel=(1, 1), pad=(0, 0),
                          stride=(1, 1), dilation=(1, 1))
-    x, w = rng.normal(size=(3, 6, 20)), rng.normal(size=(4, 3, 1, 1))
-    dy = rng.normal(size=(3, 4, 20))
+    x, w = rng.normal(size=(3, 6, 110)), rng.normal(size=(4, 3, 1, 1))
+    dy = rng.normal(size=(3, 4, 110))
     results = []
     for algo in (vision.PointwiseGemm, vision.Im2colGemm):
         a = algo(g, np.float64, kernels("conv"))
-        y, dx, dw, dw2 = np.empty((3, 4, 20)), np.empty_like(x), np.zeros_like(w), np.zeros_like(w)
+        y, dx, dw, dw2 = np.empty((3, 4, 110)), np.empty_like(x), np.zeros_like(w), np.zeros_like(w)
         a.forward(x, w, y)
         a.backward(dy, w, dx, x, dw)
         a.forward(x, w, None, dy, dw2)
@@ -249,6 +250,9 @@ def test_pointwise_and_im2col_algorithms_agree():
         np.testing.assert_allclose(r1, r2, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(results[0][2], results[0][3], rtol=1e-12, atol=1e-12)
     assert vision.choose_conv_algo(g) == "gemm_1x1"
+    small = vision.ConvShape(n=3, c=6, m=4, group=2, img=(4, 5), out=(4, 5), kernel=(1, 1), pad=(0, 0),
+                             stride=(1, 1), dilation=(1, 1))
+    assert vision.choose_conv_algo(small) == "im2col_gemm"   # too few columns per image
 
 
 DECONV_CASES = [

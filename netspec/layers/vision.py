@@ -107,13 +107,19 @@ class ConvAlgo:
 
 class PointwiseGemm(ConvAlgo):
     """1x1 kernel, stride 1, no pad: the image is already the column matrix, so each image is
-    one GEMM per group straight on the blobs (Caffe's ``is_1x1_`` shortcut; no copies)."""
+    one GEMM per group straight on the blobs (Caffe's ``is_1x1_`` shortcut; no copies).
+
+    Per-image GEMMs need enough columns to run at BLAS speed: below ``MIN_COLUMNS`` output
+    positions the batched im2col path (for a 1x1 kernel its im2col is a plain layout copy)
+    measured up to 2x faster in backward, above it this one is 10-40% faster."""
 
     name = "gemm_1x1"
+    MIN_COLUMNS = 100
 
     @staticmethod
     def suits(g: ConvShape) -> bool:
-        return all(k == 1 for k in g.kernel) and all(s == 1 for s in g.stride) and not any(g.pad)
+        return (all(k == 1 for k in g.kernel) and all(s == 1 for s in g.stride) and not any(g.pad)
+                and g.out_size >= PointwiseGemm.MIN_COLUMNS)
 
     def __init__(self, g, dtype, K):
         super().__init__(g, dtype, K)
