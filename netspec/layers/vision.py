@@ -70,10 +70,6 @@ class ConvShape:
         return self.c * count(self.kernel)
 
     @property
-    def img_size(self) -> int:
-        return count(self.img)
-
-    @property
     def out_size(self) -> int:
         return count(self.out)
 
@@ -459,6 +455,10 @@ def pooled_size(size: int, k: int, pad: int, stride: int, ceil_mode: bool) -> in
         out = int(math.ceil((size + 2 * pad - k) / stride)) + 1
     else:
         out = (size + 2 * pad - k) // stride + 1
+    # Caffe applies this rule only with padding, so with pad 0 and stride > kernel a ceil-mode
+    # last window can start past the image (size 5, kernel 1, stride 3: starts 0, 3, 6).  The
+    # size is kept for weight compatibility; the kernels give such a window 0 and no gradient,
+    # where Caffe outputs -FLT_MAX (MAX) or -0 (AVE) and writes out of bounds in backward.
     if pad > 0 and (out - 1) * stride >= size + pad:
         out -= 1
     return out

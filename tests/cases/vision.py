@@ -1,7 +1,5 @@
 """Cases for the vision layers: Convolution, Deconvolution, Pooling, Im2col."""
 
-import numpy as np
-
 from . import Case
 
 
