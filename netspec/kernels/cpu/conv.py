@@ -6,8 +6,9 @@ so numba's thread pool and OpenBLAS's never spin at the same time.
 Column layout (Caffe, ``src/caffe/util/im2col.cpp``), batched: ``col[r, n, oy, ox]`` with row
 ``r = (c * kh + i) * kw + j`` holds ``inp[n, c, oy * sh - ph + i * dh, ox * sw - pw + j * dw]``
 (0 outside the image).  A C-contiguous ``col`` of shape ``(R, nb, OH, OW)`` is the GEMM operand
-``(R, nb * OH * OW)``: one GEMM covers a whole chunk of images.  ``col`` may be any strided
-view, e.g. the ``Im2col`` layer's top ``(nb, R, OH, OW)`` transposed to ``(R, nb, OH, OW)``.
+``(R, nb * OH * OW)``: one GEMM covers a whole chunk of images; with ``nb = 1`` it is also one
+image's slice of the ``Im2col`` layer's top.  Every array is C-contiguous (the kernels index
+them flat).
 
 The N-D forms take the spatial axes flattened (``inp (nb, C, S)``, ``col (R, nb, P)``) and the
 geometry as int64 arrays with one entry per spatial axis; rows keep Caffe's order (channel,
