@@ -36,7 +36,16 @@ def run(*args: str):
 def test_check_ok_line():
     r = run("check", LENET)
     assert r.exit_code == 0, r.output
-    assert r.stdout.strip() == f"{LENET}: OK (431,080 params; TRAIN: 9 layers; TEST: 12 layers; DEPLOY: 9 layers)"
+    assert r.stdout.splitlines() == [
+        f"{LENET}: OK (431,080 params; TRAIN: 9 layers; TEST: 12 layers; DEPLOY: 9 layers)",
+        "solvers/lenet.yaml: OK (solver SGD, lr_policy inv, max_iter 10000; test nets: #0 x100)"]
+
+
+def test_check_a_solver_file_checks_its_net():
+    r = run("check", "solvers/lenet.yaml")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[0].startswith(f"{LENET}: OK (431,080 params")
+    assert "solvers/lenet.yaml: OK (solver SGD" in r.stdout
 
 
 @pytest.mark.parametrize("path", MODELS, ids=lambda p: p.parent.name)
@@ -273,7 +282,7 @@ def test_help():
         for cmd in ("check", "summary", "render", "schema", "draw"):
             assert f"  {cmd} " in r.stdout
     r = run("check", "--help")
-    assert r.exit_code == 0 and "Validate a net file" in r.stdout and "--stage" in r.stdout
+    assert r.exit_code == 0 and "Validate a net or solver file" in r.stdout and "--stage" in r.stdout
 
 
 def test_version():

@@ -34,22 +34,46 @@ def _fmt_bytes(n: int) -> str:
 @opt.level
 @click.option("-q", "--quiet", is_flag=True, help="print nothing when the net is valid")
 def check(file, stages, level, quiet):
-    """Validate a net file: syntax, schema, connections and shapes of every phase.
+    """Validate a net or solver file: syntax, schema, connections and shapes of every phase.
 
-    Opens no data and imports no compute kernels.  Exit status 0 when valid, 1 with every
-    error (file:line, layer, field) otherwise.
+    A solver file is checked with the nets it trains; a net file that names a solver
+    (``solver:``) is checked with that solver.  Opens no data and imports no compute kernels.
+    Exit status 0 when valid, 1 with every error (file:line, layer, field) otherwise.
     """
     from netspec import api
+    from netspec.solvers.config import resolve_training
 
-    res = api.check(file, stages=stages or None, level=level)
-    for w in res.warnings:
-        click.echo(f"warning: {w}", err=True)
-    if not quiet:
-        parts = []
-        for label, p in res.plans.items():
-            parts.append(f"{label}: {len(p.layers)} layers")
-        any_plan = next(iter(res.plans.values()))
-        click.echo(f"{res.net.file}: OK ({_fmt_int(any_plan.num_params)} params; {'; '.join(parts)})")
+    doc = api.load_doc(file)
+    solver_keys = {"net", "net_param", "train_net", "train_net_param", "base_lr", "lr_policy", "max_iter"}
+
+    def is_solver_doc(d):
+        return isinstance(d.data, dict) and "layers" not in d.data and bool(solver_keys & set(d.data))
+
+    training = None
+    if is_solver_doc(doc) or (isinstance(doc.data, dict) and doc.data.get("solver") is not None):
+        training = resolve_training(file)
+    nets = [training.train.spec] if training and is_solver_doc(doc) else [api.net_from_doc(doc)]
+    if training:
+        seen = {n.file for n in nets}
+        for use in [training.train] + training.tests:
+            if use.spec.file not in seen:
+                seen.add(use.spec.file)
+                nets.append(use.spec)
+        for w in training.warnings:
+            click.echo(f"warning: {w}", err=True)
+    for net in nets:
+        res = api.check(net, stages=stages or None, level=level)
+        for w in res.warnings:
+            click.echo(f"warning: {w}", err=True)
+        if not quiet:
+            parts = [f"{label}: {len(p.layers)} layers" for label, p in res.plans.items()]
+            any_plan = next(iter(res.plans.values()))
+            click.echo(f"{res.net.file}: OK ({_fmt_int(any_plan.num_params)} params; {'; '.join(parts)})")
+    if training and not quiet:
+        s = training.solver
+        tests = ", ".join(f"{u.label or 'test'} x{u.test_iter}" for u in training.tests) or "none"
+        click.echo(f"{s.file}: OK (solver {s.get('type', 'SGD')}, lr_policy {s.get('lr_policy')}, "
+                   f"max_iter {s.get('max_iter')}; test nets: {tests})")
 
 
 @click.command()
