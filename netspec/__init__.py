@@ -17,7 +17,16 @@ For plugin authors, the layer contract is importable from here::
         ...
 """
 
+import os as _os
+
 __version__ = "0.1.0"
+
+# OpenBLAS's idle workers busy-wait for about 2^28 cycles after each GEMM.  Numba's parallel
+# kernels that run next (im2col, pooling, ...) then share the cores with the spinning threads:
+# with 2 numba and 2 BLAS threads a LeNet conv2 step ran 6x slower and a CIFAR-10 conv2 step
+# 13x slower than on 1 thread.  A short timeout lets the workers sleep at once.  OpenBLAS reads
+# it when it loads, so this works when netspec is imported before numpy (as the CLI is).
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 _LAZY = {
     "Layer": ("netspec.core.layer", "Layer"),
