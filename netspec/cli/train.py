@@ -58,14 +58,19 @@ def train(file, solver, weights, resume, run_dir, stages, level, seed, quiet):
               help="batches to run [default: one full pass when the data size is known, else 50]")
 @opt.stage
 @opt.level
+@click.option("--show", metavar="BLOBS", default="",
+              help="comma-separated blobs to print item by item, e.g. data,prob,label")
+@click.option("--rows", type=click.IntRange(1), default=20, show_default=True, help="items printed by --show")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
-def test_cmd(file, weights, iterations, stages, level, quiet):
+def test_cmd(file, weights, iterations, stages, level, show, rows, quiet):
     """Evaluate the TEST phase of a net (or of a solver's net) with trained weights, and print
-    the mean of every output over the batches, in Caffe's format."""
+    the mean of every output over the batches, in Caffe's format; --show prints chosen blobs
+    item by item (inputs, predictions, labels)."""
     from netspec.solvers.run import evaluate
 
     evaluate(file, weights, iterations=iterations, stages=list(stages) if stages else None, level=level,
-             progress=_progress(quiet), echo=click.echo)
+             progress=_progress(quiet), echo=click.echo, show=[s.strip() for s in show.split(",") if s.strip()],
+             show_rows=rows)
 
 
 @click.command()

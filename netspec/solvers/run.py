@@ -124,6 +124,15 @@ def train(file: str | os.PathLike, *, solver: str | None = None, weights: str | 
 
 # ---- evaluation ----------------------------------------------------------------------------
 
+def _fmt_item(data: np.ndarray, i: int) -> str:
+    """Item ``i`` of a blob as text: a scalar, or a short bracketed list."""
+    v = np.asarray(data[i] if data.ndim else data).ravel()
+    if v.size == 1:
+        return f"{v[0]:.4g}"
+    text = "[" + ", ".join(f"{x:.4g}" for x in v[:8]) + (", ..." if v.size > 8 else "") + "]"
+    return text
+
+
 def full_pass_iterations(net) -> int | None:
     """Batches for one pass over the largest data source, when the data layers know its size."""
     best = None
@@ -138,10 +147,14 @@ def full_pass_iterations(net) -> int | None:
 
 def evaluate(file: str | os.PathLike, weights: str, *, iterations: int | None = None,
              stages: Iterable[str] | None = None, level: int | None = None, progress: bool = True,
-             echo: Callable[[str], None] | None = None) -> dict[str, list[float]]:
+             echo: Callable[[str], None] | None = None, show: Iterable[str] = (),
+             show_rows: int = 20) -> dict[str, list[float]]:
     """The TEST phase of a net (or of a solver's first test net) with these weights: the mean
     of every output over ``iterations`` batches (default: a full pass when the data size is
-    known, else 50).  Returns {"loss": [mean], output: [mean per element]}."""
+    known, else 50).  Returns {"loss": [mean], output: [mean per element]}.
+
+    ``show`` names blobs to print item by item (the first ``show_rows`` items): the inputs,
+    predictions and labels side by side, e.g. the XOR truth table."""
     from netspec.api import compile_net
     from netspec.core.net import Net
     from netspec.io.weights import copy_weights, load_weights
@@ -179,6 +192,14 @@ def evaluate(file: str | os.PathLike, weights: str, *, iterations: int | None = 
             for t, w in zip(lp.tops, lp.loss_weights):
                 weights_of[t] = w
         outs = list(net.plan.outputs)
+        show = list(show)
+        for name in show:
+            if name not in net.blobs:
+                from netspec.errors import suggestion
+
+                raise SpecError(f"--show: the TEST net has no blob '{name}'" + suggestion(name, net.blobs)
+                                + f" (blobs: {', '.join(net.blobs)})")
+        rows: list[list[str]] = []
         sums = {name: np.zeros(net.blobs[name].data.size) for name in outs}
         loss = 0.0
         bar = None
@@ -190,6 +211,10 @@ def evaluate(file: str | os.PathLike, weights: str, *, iterations: int | None = 
             loss += net.forward()
             for name in outs:
                 sums[name] += net.blobs[name].data.ravel()
+            if show and len(rows) < show_rows:
+                batch = min(net.blobs[n].data.shape[0] if net.blobs[n].data.ndim else 1 for n in show)
+                for i in range(min(batch, show_rows - len(rows))):
+                    rows.append([_fmt_item(net.blobs[n].data, i) for n in show])
             if bar is not None:
                 bar.update(1)
         if bar is not None:
@@ -203,6 +228,11 @@ def evaluate(file: str | os.PathLike, weights: str, *, iterations: int | None = 
                 extra = f" (* {w:.6g} = {w * v:.6g} loss)" if w else ""
                 say(f"{name} = {v:.6g}{extra}")
             result[name] = [float(v) for v in means]
+        if show:
+            table = [list(show)] + rows
+            widths = [max(len(r[j]) for r in table) for j in range(len(show))]
+            for r in table:
+                say("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         return result
     finally:
         for lp in net.layers:
