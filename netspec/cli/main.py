@@ -17,7 +17,7 @@ from netspec import __version__
 from netspec.errors import NetspecError
 
 COMMAND_MODULES = ("netspec.cli.net", "netspec.cli.perf", "netspec.cli.data", "netspec.cli.train",
-                   "netspec.cli.convert")
+                   "netspec.cli.convert", "netspec.cli.zoo")
 
 
 class Group(click.Group):
