@@ -120,7 +120,8 @@ MANIFEST_SCHEMA: dict[str, Any] = {
                 "command": _s("the command that re-trains the model from its recipe"),
                 "iterations": {"type": "integer", "minimum": 0},
                 "seed": {"type": "integer", "description": "the run's random_seed"},
-                "seconds": {"type": "number", "minimum": 0, "description": "training time, tests excluded"},
+                "seconds": {"type": "number", "minimum": 0,
+                            "description": "the time of the training loop (its tests included)"},
                 "threads": {"type": "integer", "minimum": 1, "description": "compute threads of the run"},
                 "machine": _s("where it ran"),
                 "tolerance": {"type": "number", "minimum": 0,
@@ -536,9 +537,8 @@ def recipe(run: RunSnapshot, echo: Echo = _quiet) -> tuple[dict, dict, list[tupl
     from netspec.solvers import schema as S
 
     nets = run.nets
-    train = {k: v for k, v in nets["train"].items()}
     train_doc: dict = {}
-    for k, v in train.items():
+    for k, v in nets["train"].items():
         train_doc[k] = v
         if k == "name":
             train_doc["solver"] = ENTRY_FILES["solver"]
@@ -551,9 +551,8 @@ def recipe(run: RunSnapshot, echo: Echo = _quiet) -> tuple[dict, dict, list[tupl
         if key not in run.solver or key in _SOLVER_PATH_KEYS or key == "netspec":
             continue
         value = run.solver[key]
-        if "default" in sub and value == sub["default"] and key != "random_seed":
-            continue
-        solver[key] = value
+        if "default" not in sub or value != sub["default"]:
+            solver[key] = value
     solver["random_seed"] = int(run.record.get("seed", run.solver.get("random_seed", -1)))
     started = _started_from(run)
     solver.pop("weights", None)
@@ -590,11 +589,13 @@ def _data_info(entry_net: Path, stages: list[str] | None, level: int | None) -> 
     task = "other"
     for phase, key in (("TRAIN", "train"), ("TEST", "test")):
         plan = api.compile_net(spec, phase, level if phase == "TEST" else None, stages if phase == "TEST" else None)
+        seen = False
         for lp in plan.layers:
             if lp.type == "Accuracy":
                 task = "classification"
-            if not lp.layer.is_data or key in dataset:
+            if not lp.layer.is_data or seen:
                 continue
+            seen = True                       # the first data layer feeds the net's input
             source = lp.spec.get("source")
             if source:
                 dataset[key] = str(source)
@@ -700,9 +701,11 @@ def add_run(run: str | os.PathLike, name: str, *, zoo_dir: str | os.PathLike | N
         echo(f"evaluating {name} on {dataset.get('test', 'its TEST net')} ({evaluation['iterations']} batches) ...")
         measured = measure(entry, work / ENTRY_FILES["weights"], iterations=evaluation["iterations"],
                            progress=progress)
-        manifest = _put_before(manifest, "evaluation", "metrics", {k: _round(v) for k, v in measured.items()})
+        manifest["metrics"] = {k: _round(v) for k, v in measured.items()}
         if baseline is not None:
             manifest["baseline"] = _baseline(entry, snapshot, baseline, progress, echo)
+        # the schema's order: what it is, its files, what it measures, how it was made
+        manifest = {k: manifest[k] for k in MANIFEST_SCHEMA["properties"] if k in manifest}
         _write_manifest(work, manifest)
         load_entry(work.resolve(), check_name=False)
         if target.exists():
@@ -735,15 +738,6 @@ def full_pass(entry: Entry) -> int:
             k = math.ceil(info.size / int(lp.spec["batch_size"]))
             best = k if best is None else max(best, k)
     return best or DEFAULT_TEST_ITERATIONS
-
-
-def _put_before(d: dict, before: str, key: str, value: Any) -> dict:
-    out = {}
-    for k, v in d.items():
-        if k == before:
-            out[key] = value
-        out[k] = v
-    return out
 
 
 def manifest_text(manifest: dict) -> str:
