@@ -38,7 +38,7 @@ def test_check_ok_line():
     assert r.exit_code == 0, r.output
     assert r.stdout.splitlines() == [
         f"{LENET}: OK (431,080 params; TRAIN: 9 layers; TEST: 12 layers; DEPLOY: 9 layers)",
-        "solvers/lenet.yaml: OK (solver SGD, lr_policy inv, max_iter 10000; test nets: #0 x100)"]
+        "solvers/lenet.yaml: OK (solver SGD, lr_policy multistep, max_iter 15000; test nets: #0 x100)"]
 
 
 def test_check_a_solver_file_checks_its_net():

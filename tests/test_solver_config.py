@@ -54,7 +54,7 @@ def test_defaults_are_caffes(tmp_path):
 
 
 def test_lenet_solver_has_caffes_semantics():
-    s = load_solver(ROOT / "solvers" / "lenet.yaml")
+    s = load_solver(ROOT / "solvers" / "lenet_caffe.yaml")
     want = {"test_iter": [100], "test_interval": 500, "base_lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
             "lr_policy": "inv", "gamma": 1e-4, "power": 0.75, "display": 100, "max_iter": 10000, "snapshot": 5000}
     assert {k: s[k] for k in want} == want
@@ -66,7 +66,7 @@ def test_every_shipped_solver_resolves(name):
     t = resolve_training(ROOT / "solvers" / name)
     assert t.warnings == []
     assert len(t.tests) == len(t.solver["test_iter"])
-    stem = name[:-5]
+    stem = name[:-5].removesuffix("_caffe")
     assert t.train.spec.file.endswith(f"models/{stem}/train_val.yaml")
 
 
