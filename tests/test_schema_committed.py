@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import jsonschema
+import pytest
 
 from netspec.spec import schema as S
 from netspec.spec.load import load_file
@@ -68,3 +69,9 @@ def test_gen_schemas_check_mode(tmp_path):
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "net.schema.json: up to date" in proc.stdout
+
+
+@pytest.mark.parametrize("path", sorted(S.SCHEMA_DIR.glob("*.schema.json")), ids=lambda p: p.name)
+def test_every_committed_schema_is_valid_draft_2020_12(path):
+    """Validation skips the meta-schema check at run time for speed; it happens here."""
+    jsonschema.Draft202012Validator.check_schema(json.loads(path.read_text()))
