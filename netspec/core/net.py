@@ -54,6 +54,9 @@ class Net:
         for lp, bottoms, tops in self._steps:
             lp.layer.rng = self.rng
             lp.layer.params = {p.name: self.params[p.key] for p in lp.params}
+            # what backward will be asked for, so that setup can prepare (and measure) just that
+            lp.layer.need_backward = lp.need_backward
+            lp.layer.propagate_down = list(lp.bottom_need_backward)
             lp.layer.setup(bottoms, tops)
 
     # ---- allocation --------------------------------------------------------------------
