@@ -108,7 +108,22 @@ CONV_CASES = [
     ((2, 2, 5, 4, 6), {"num_output": 3, "kernel_size": [2, 3, 2], "stride": [1, 2, 2], "pad": [1, 0, 1],
                        "dilation": [2, 1, 1]}),
     ((2, 4, 5, 5), {"num_output": 4, "kernel_size": 3, "group": 4, "bias_term": False}),
+    ((3, 5, 7, 6), {"num_output": 4, "kernel_size": 3, "pad": 1}),                 # 3x3 stride 1: winograd
+    ((2, 3, 9, 7), {"num_output": 5, "kernel_size": 5, "pad": 2}),                 # 5x5 stride 1: winograd
+    ((2, 2, 6, 8), {"num_output": 3, "kernel_size": 5, "pad": 1, "bias_term": False}),
 ]
+
+
+def conv_algos(shape, fields, ltype="Convolution"):
+    """The algorithms that suit a layer (every one of them must pass the same tests)."""
+    h = LayerHarness({"type": ltype, **fields}, [np.zeros(shape)], random_params=True)
+    return [name for name, a in vision.CONV_ALGOS.items() if a.suits(h.layer.engine.g)]
+
+
+def algo_cases(cases, ltype="Convolution"):
+    """(shape, fields, algorithm) for every case and every algorithm that suits it."""
+    return [pytest.param(shape, fields, name, id=f"{i}-{name}")
+            for i, (shape, fields) in enumerate(cases) for name in conv_algos(shape, fields, ltype)]
 
 
 def _conv_geometry(fields, d):
@@ -118,8 +133,8 @@ def _conv_geometry(fields, d):
             as_list(fields.get("dilation", 1), d))
 
 
-@pytest.mark.parametrize("shape,fields", CONV_CASES, ids=[str(i) for i in range(len(CONV_CASES))])
-def test_convolution_matches_reference(shape, fields):
+@pytest.mark.parametrize("shape,fields,algo", algo_cases(CONV_CASES))
+def test_convolution_matches_reference(shape, fields, algo):
     rng = np.random.default_rng(1)
     x = rng.normal(size=shape)
     d = len(shape) - 2
@@ -128,8 +143,9 @@ def test_convolution_matches_reference(shape, fields):
     w = rng.normal(size=(fields["num_output"], shape[1] // g, *k))
     bias = fields.get("bias_term", True)
     b = rng.normal(size=fields["num_output"]) if bias else None
-    f = {"type": "Convolution", **fields}
+    f = {"type": "Convolution", **fields, "algorithm": algo}
     h = LayerHarness(f, [x], params={"weight": w, **({"bias": b} if bias else {})})
+    assert h.layer.algo == algo
     (y,) = h.forward()
     dy = rng.normal(size=y.shape)
     y_ref, dx_ref, dw_ref, db_ref = conv_reference(x, w, b, stride, pad, dil, g, dy)
@@ -139,8 +155,24 @@ def test_convolution_matches_reference(shape, fields):
     np.testing.assert_allclose(pg["weight"], dw_ref, rtol=1e-10, atol=1e-10)
     if bias:
         np.testing.assert_allclose(pg["bias"], db_ref, rtol=1e-10, atol=1e-10)
+    # a second pass on other data: nothing computed from the first may be reused
+    x2 = rng.normal(size=shape)
+    h.inputs[0][...] = x2
+    (y2,) = h.forward()
+    (dx2,), pg2 = h.backward([dy])
+    y_ref, dx_ref, dw_ref, _ = conv_reference(x2, w, b, stride, pad, dil, g, dy)
+    np.testing.assert_allclose(y2, y_ref, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(dx2, dx_ref, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(pg2["weight"], dw_ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape,fields", CONV_CASES[:10], ids=[str(i) for i in range(10)])
+def test_default_algorithm(shape, fields):
+    """Without a measurement (the test suite measures nothing) a layer takes the usual winner."""
+    h = LayerHarness({"type": "Convolution", **fields}, [np.zeros(shape)], random_params=True)
+    k, stride, pad, _ = _conv_geometry(fields, len(shape) - 2)
     pointwise = all(v == 1 for v in k) and all(s == 1 for s in stride) and not any(pad)
-    assert h.layer.algo == ("gemm_1x1" if pointwise and y[0, 0].size >= 100 else "im2col_gemm")
+    assert h.layer.algo == ("gemm_1x1" if pointwise and np.prod(shape[2:]) >= 100 else "im2col_gemm")
 
 
 def test_convolution_axis2_is_a_batch_of_batches():
@@ -160,11 +192,13 @@ def test_convolution_axis2_is_a_batch_of_batches():
     np.testing.assert_allclose(pg["bias"], db_ref, rtol=1e-10, atol=1e-10)
 
 
-def test_convolution_two_bottoms_share_weights_and_sum_their_grads():
+@pytest.mark.parametrize("algo", ["winograd", "patch_gemm", "im2col_gemm"])
+def test_convolution_two_bottoms_share_weights_and_sum_their_grads(algo):
     rng = np.random.default_rng(3)
     x1, x2 = rng.normal(size=(2, 3, 5, 5)), rng.normal(size=(2, 3, 5, 5))
     w, b = rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4)
-    f = {"type": "Convolution", "num_output": 4, "kernel_size": 3, "pad": 1, "top": ["y1", "y2"]}
+    f = {"type": "Convolution", "num_output": 4, "kernel_size": 3, "pad": 1, "top": ["y1", "y2"],
+         "algorithm": algo}
     h = LayerHarness(f, [x1, x2], params={"weight": w, "bias": b})
     y1, y2 = h.forward()
     dy1, dy2 = rng.normal(size=y1.shape), rng.normal(size=y2.shape)
@@ -212,12 +246,73 @@ def test_chunked_batches_match_reference(ltype, monkeypatch):
 
 
 @pytest.mark.parametrize("ltype", ["Convolution", "Deconvolution"])
-def test_backward_twice_without_forward(ltype):
+@pytest.mark.parametrize("algo,k,block", [("patch_gemm", 3, 600), ("patch_gemm", 3, 4000), ("winograd", 3, 2000),
+                                          ("winograd", 3, 20000), ("winograd", 5, 3000), ("winograd", 5, 40000)])
+def test_blocks_match_reference(ltype, algo, k, block, monkeypatch):
+    """Small blocks for the channels-last algorithms: images cut into several blocks, and
+    blocks holding several images (with a short last one), on 1 and 2 threads, so forward's
+    reuse of its columns in backward and the per-thread sums meet every boundary."""
+    from netspec.core.threads import set_threads
+    from netspec.kernels.jit import get_num_threads
+
+    monkeypatch.setattr(vision, "PATCH_BLOCK_BYTES", block)
+    monkeypatch.setattr(vision, "WINOGRAD_BLOCK_BYTES", block)
+    rng = np.random.default_rng(21)
+    x = rng.normal(size=(7, 4, 6, 5))
+    f = {"type": ltype, "num_output": 3, "kernel_size": k, "pad": k // 2, "algorithm": algo}
+    w = rng.normal(size=(3, 4, k, k) if ltype == "Convolution" else (4, 3, k, k))
+    b = rng.normal(size=3)
+    ref = conv_reference if ltype == "Convolution" else deconv_reference
+    before = get_num_threads()
+    try:
+        for threads in (1, 2):
+            set_threads(threads)
+            h = LayerHarness(f, [x], params={"weight": w, "bias": b})
+            for it in range(2):
+                xi = rng.normal(size=x.shape)
+                h.inputs[0][...] = xi
+                (y,) = h.forward()
+                dy = rng.normal(size=y.shape)
+                (dx,), pg = h.backward([dy])
+                y_ref, dx_ref, dw_ref, db_ref = ref(xi, w, b, [1, 1], [k // 2] * 2, [1, 1], 1, dy)
+                msg = f"threads {threads}, iteration {it}"
+                np.testing.assert_allclose(y, y_ref, rtol=1e-10, atol=1e-10, err_msg=msg)
+                np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-10, err_msg=msg)
+                np.testing.assert_allclose(pg["weight"], dw_ref, rtol=1e-10, atol=1e-10, err_msg=msg)
+                np.testing.assert_allclose(pg["bias"], db_ref, rtol=1e-10, atol=1e-10, err_msg=msg)
+    finally:
+        set_threads(before)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_winograd_float32_matches_reference(k):
+    """Winograd in float32 against the float64 reference loops, at float32 tolerance: the
+    5x5 transforms scale by up to 5 and by sixths, so this is where rounding could show."""
+    rng = np.random.default_rng(22)
+    x = rng.normal(size=(4, 16, 12, 11)).astype(np.float32)
+    w = (rng.normal(size=(8, 16, k, k)) / np.sqrt(16 * k * k)).astype(np.float32)
+    b = rng.normal(size=8).astype(np.float32)
+    f = {"type": "Convolution", "num_output": 8, "kernel_size": k, "pad": k // 2, "algorithm": "winograd"}
+    h = LayerHarness(f, [x], params={"weight": w, "bias": b}, dtype=np.float32)
+    (y,) = h.forward()
+    dy = rng.normal(size=y.shape).astype(np.float32)
+    (dx,), pg = h.backward([dy])
+    refs = conv_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), [1, 1],
+                          [k // 2] * 2, [1, 1], 1, dy.astype(np.float64))
+    for got, ref in zip((y, dx, pg["weight"], pg["bias"]), refs):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=2e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("ltype,stride,algo", [(t, s, a) for t in ("Convolution", "Deconvolution")
+                                                for s, a in ((2, "im2col_gemm"), (2, "patch_gemm"),
+                                                             (1, "winograd"), (1, "patch_gemm"))])
+def test_backward_twice_without_forward(ltype, stride, algo):
     """Two backward passes with different top gradients and no forward between: the second
     must not reuse columns the first one computed from its gradient."""
     rng = np.random.default_rng(5)
     x = rng.normal(size=(2, 2, 5, 5))
-    h = LayerHarness({"type": ltype, "num_output": 3, "kernel_size": 3, "stride": 2}, [x], random_params=True)
+    h = LayerHarness({"type": ltype, "num_output": 3, "kernel_size": 3, "stride": stride, "algorithm": algo}, [x],
+                     random_params=True)
     (y,) = h.forward()
     dy1, dy2 = rng.normal(size=y.shape), rng.normal(size=y.shape)
     g1, p1 = h.backward([dy1])
@@ -262,11 +357,13 @@ DECONV_CASES = [
     ((2, 4, 3, 3), {"num_output": 2, "kernel_size": 1}),
     ((2, 2, 5), {"num_output": 3, "kernel_size": 3, "stride": 3}),
     ((1, 2, 2, 3, 2), {"num_output": 2, "kernel_size": 2, "stride": [2, 1, 2], "pad": [0, 1, 0]}),
+    ((2, 3, 5, 4), {"num_output": 4, "kernel_size": 3, "pad": 1}),        # winograd: stride 1, 3x3
+    ((2, 3, 3, 4), {"num_output": 2, "kernel_size": 5, "pad": 2}),        # and 5x5
 ]
 
 
-@pytest.mark.parametrize("shape,fields", DECONV_CASES, ids=[str(i) for i in range(len(DECONV_CASES))])
-def test_deconvolution_matches_reference(shape, fields):
+@pytest.mark.parametrize("shape,fields,algo", algo_cases(DECONV_CASES, "Deconvolution"))
+def test_deconvolution_matches_reference(shape, fields, algo):
     rng = np.random.default_rng(7)
     x = rng.normal(size=shape)
     d = len(shape) - 2
@@ -275,7 +372,9 @@ def test_deconvolution_matches_reference(shape, fields):
     w = rng.normal(size=(shape[1], fields["num_output"] // g, *k))
     bias = fields.get("bias_term", True)
     b = rng.normal(size=fields["num_output"]) if bias else None
-    h = LayerHarness({"type": "Deconvolution", **fields}, [x], params={"weight": w, **({"bias": b} if bias else {})})
+    h = LayerHarness({"type": "Deconvolution", **fields, "algorithm": algo}, [x],
+                     params={"weight": w, **({"bias": b} if bias else {})})
+    assert h.layer.algo == algo
     (y,) = h.forward()
     dy = rng.normal(size=y.shape)
     y_ref, dx_ref, dw_ref, db_ref = deconv_reference(x, w, b, stride, pad, dil, g, dy)
@@ -587,6 +686,8 @@ TORCH_CONV = [
     ((2, 4, 7, 7), 4, (5, 5), (1, 1), (2, 2), (1, 1), 4),
     ((2, 8, 6, 5), 6, (1, 1), (1, 1), (0, 0), (1, 1), 2),
     ((64, 20, 12, 12), 50, (5, 5), (1, 1), (0, 0), (1, 1), 1),        # LeNet conv2
+    ((4, 32, 16, 16), 32, (5, 5), (1, 1), (2, 2), (1, 1), 1),          # CIFAR-10 conv2
+    ((4, 16, 10, 9), 24, (3, 3), (1, 1), (1, 1), (1, 1), 1),
 ]
 
 
@@ -594,15 +695,25 @@ def _t(a, grad=False):
     return torch.tensor(np.asarray(a, dtype=np.float32), requires_grad=grad)
 
 
-@pytest.mark.parametrize("case", TORCH_CONV, ids=[str(i) for i in range(len(TORCH_CONV))])
-def test_convolution_matches_torch(case):
+def _torch_conv_cases():
+    out = []
+    for i, case in enumerate(TORCH_CONV):
+        shape, m, k, s, p, d, g = case
+        fields = {"num_output": m, "kernel_size": list(k), "stride": list(s), "pad": list(p), "dilation": list(d),
+                  "group": g}
+        out += [pytest.param(case, name, id=f"{i}-{name}") for name in conv_algos(shape, fields)]
+    return out
+
+
+@pytest.mark.parametrize("case,algo", _torch_conv_cases())
+def test_convolution_matches_torch(case, algo):
     shape, m, k, s, p, d, g = case
     rng = np.random.default_rng(16)
     x = rng.normal(size=shape).astype(np.float32)
     w = (rng.normal(size=(m, shape[1] // g, *k)) / np.sqrt(np.prod(k) * shape[1] / g)).astype(np.float32)
     b = rng.normal(size=m).astype(np.float32)
     f = {"type": "Convolution", "num_output": m, "kernel_size": list(k), "stride": list(s), "pad": list(p),
-         "dilation": list(d), "group": g}
+         "dilation": list(d), "group": g, "algorithm": algo}
     h = LayerHarness(f, [x], params={"weight": w, "bias": b}, dtype=np.float32)
     (y,) = h.forward()
     dy = rng.normal(size=y.shape).astype(np.float32)

@@ -33,6 +33,9 @@ CONV_PROPS = {
     "bias_filler": T.filler(desc="initial biases (default constant 0)"),
     "axis": T.integer(default=1, desc="the channel axis; the axes after it are spatial"),
     "force_nd_im2col": T.boolean(desc="accepted for Caffe compatibility; no effect"),
+    "algorithm": T.enum(("auto", "gemm_1x1", "winograd", "patch_gemm", "im2col_gemm"), default="auto",
+                        desc="how to compute it: auto measures the ones that suit the shape once and "
+                             "keeps the fastest (NETSPEC_ALGO=<name> forces one for every layer it suits)"),
 }
 
 
@@ -43,6 +46,14 @@ CONV_PROPS = {
 #: by 10-30%, and bound the memory of large layers).  A fixed size, not a timing, so results are
 #: the same in every run (resume is bit for bit).
 COL_CHUNK_BYTES = 2 << 20
+
+#: bytes of channels-last columns per block of PatchGemm: a block's columns stay in the L2
+#: cache between the copy that makes them and the GEMMs that read them (GEMMs of 128+ rows
+#: run at full speed; one whole-image block of CIFAR-10's conv2, 800 KB, ran them 2x slower)
+PATCH_BLOCK_BYTES = 512 << 10
+
+#: bytes of transformed tiles (16 points x tiles x channels) per block of Winograd
+WINOGRAD_BLOCK_BYTES = 512 << 10
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,8 @@ class ConvAlgo:
     """
 
     name: ClassVar[str] = ""
+    #: forward takes ``bias`` (added to y) and backward ``dbias`` (+= the sum of dy)
+    fuses_bias: ClassVar[bool] = False
 
     @staticmethod
     def suits(g: ConvShape) -> bool:
@@ -250,13 +263,296 @@ class Im2colGemm(ConvAlgo):
                 self._col2im(dx, col, s, e)
 
 
+class PatchGemm(ConvAlgo):
+    """Channels-last patches + GEMM, the whole layer in one compiled call (2-D, group 1).
+
+    Each image is copied into a zero-bordered ``(H + 2 pad, W + 2 pad, C)`` buffer, so a patch
+    (one row of the column matrix) is ``kh`` contiguous runs of ``kw * C`` values: building the
+    columns costs a few long copies per output position, where Caffe's layout needs one short
+    copy per row and output line (about as long as the GEMM itself at CIFAR-10's shapes).
+    Blocks of rows small enough to stay in the L2 cache run as independent pipelines, one per
+    thread, with single-threaded GEMMs inside (``patch_forward``/``patch_backward`` in the conv
+    kernels).  The bias is added while the output is copied out, and its gradient summed while
+    the output gradient is copied in."""
+
+    name = "patch_gemm"
+    fuses_bias = True
+
+    @staticmethod
+    def suits(g: ConvShape) -> bool:
+        return len(g.img) <= 2 and g.group == 1
+
+    def __init__(self, g, dtype, K):
+        super().__init__(g, dtype, K)
+        pad2 = lambda v, one: ((one,) + tuple(v)) if len(v) == 1 else tuple(v)  # noqa: E731
+        self.img2, self.out2 = pad2(g.img, 1), pad2(g.out, 1)
+        k, p, s, d = pad2(g.kernel, 1), pad2(g.pad, 0), pad2(g.stride, 1), pad2(g.dilation, 1)
+        self.k2 = k
+        self.args = (p[0], p[1], k[0], k[1], s[0], s[1], d[0], d[1])
+        self.hp, self.wp = self.img2[0] + 2 * p[0], self.img2[1] + 2 * p[1]
+        kdim, positions = g.rows, g.out_size
+        rows = max(1, PATCH_BLOCK_BYTES // (kdim * self.dtype.itemsize))
+        if rows >= positions:     # whole images per block
+            self.nb = min(g.n, rows // positions)
+            self.rb = self.nb * positions
+        else:                     # one image in several blocks of about equal size
+            self.nb = 1
+            self.rb = -(-positions // -(-positions // rows))
+        self.nunits = -(-g.n // self.nb)
+        self.wt = np.empty((kdim, g.m), self.dtype)
+        self.w2 = np.empty((g.m, kdim), self.dtype)
+        self.zero_bias = np.zeros(g.m, self.dtype)
+        self.slots = 0
+        self.held: tuple | None = None   # (address of x, slots) whose columns forward left behind
+        self._ensure_slots(1)
+
+    def _ensure_slots(self, n: int) -> None:
+        """Scratch for ``n`` parallel pipelines (grown when threads are added, not per call)."""
+        if n <= self.slots:
+            return
+        g, dt = self.g, self.dtype
+        self.xp = np.zeros((n, self.hp, self.wp, g.c), dt)
+        self.dxp = np.zeros((n, self.hp, self.wp, g.c), dt)
+        self.col = np.empty((n, self.rb, g.rows), dt)
+        self.yt = np.empty((n, self.rb, g.m), dt)
+        self.tmpw = np.empty((n, g.rows, g.m), dt)
+        self.dwt = np.empty((n, g.rows, g.m), dt)
+        self.dbias = np.empty((n, g.m), np.float64)
+        self.slots = n
+        self.held = None
+
+    def _nslots(self) -> int:
+        from netspec.core.threads import kernel_blas_serial
+        from netspec.kernels.jit import get_num_threads
+
+        # one pipeline per thread, when the GEMMs inside can run single-threaded
+        n = min(get_num_threads(), self.nunits) if kernel_blas_serial() else 1
+        self._ensure_slots(n)
+        return n
+
+    def forward(self, x, w, y=None, dy=None, dw=None, bias=None):
+        g = self.g
+        ns = self._nslots()
+        self.K.patch_weights(self.wt, self.w2, w.reshape(g.m, g.c, *self.k2))
+        x4 = x.reshape(g.n, g.c, *self.img2)
+        y4 = y.reshape(g.n, g.m, *self.out2) if y is not None else None
+        dy4 = dy.reshape(g.n, g.m, *self.out2) if dy is not None else None
+        self.K.patch_forward(y4 if y4 is not None else dy4, self.dwt, x4, self.wt,
+                             self.zero_bias if bias is None else bias, dy4 if dy4 is not None else y4,
+                             self.xp, self.col, self.yt, self.tmpw, ns, self.nb, self.rb, *self.args,
+                             y is not None, dw is not None)
+        self.held = (x.ctypes.data, ns)
+        if dw is not None:
+            self.K.patch_weight_grad(dw.reshape(g.m, g.c, *self.k2), self.dwt, ns)
+
+    def backward(self, dy, w, dx=None, x=None, dw=None, dbias=None):
+        g = self.g
+        ns = self._nslots()
+        self.K.patch_weights(self.wt, self.w2, w.reshape(g.m, g.c, *self.k2))
+        reuse = dw is not None and self.held == (x.ctypes.data, ns)
+        dy4 = dy.reshape(g.n, g.m, *self.out2)
+        x4 = x.reshape(g.n, g.c, *self.img2) if x is not None else None
+        dx4 = dx.reshape(g.n, g.c, *self.img2) if dx is not None else None
+        self.K.patch_backward(dx4 if dx4 is not None else x4, self.dwt, self.dbias, dy4,
+                              x4 if x4 is not None else dx4, self.w2, self.xp, self.dxp, self.col, self.yt,
+                              self.tmpw, ns, self.nb, self.rb, *self.args, dx is not None, dw is not None,
+                              dbias is not None, reuse)
+        self.held = None   # the columns are now dx's (or x's first block): nothing to reuse
+        if dw is not None:
+            self.K.patch_weight_grad(dw.reshape(g.m, g.c, *self.k2), self.dwt, ns)
+        if dbias is not None:
+            self.K.add_slot_sums(dbias, self.dbias, ns)
+
+
+def winograd_matrices(r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(A^T (2, a), G (a, r), B^T (a, a))`` of Winograd's F(2, r), ``a = r + 1``, as float64.
+
+    Toom-Cook with the points 0, 1, -1, 2, -2, ... and infinity: ``A^T`` evaluates the two
+    outputs' polynomial at the points, ``G`` the kernel's (scaled by ``1 / prod(p_j - p_l)``),
+    and ``B^T`` is the one matrix that makes ``y_i = sum_k g_k d_(i+k)`` hold, found by solving
+    those linear conditions and checked exactly in rationals.  F(2, 3): 0, +-1, 1/2; F(2, 5):
+    entries up to 5 in ``B^T`` and sixths in ``G``.
+    """
+    from fractions import Fraction
+
+    pts = [0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2)][:r]
+    a = r + 1
+    at = [[Fraction(p) ** i for p in pts] + [Fraction(int(i == 1))] for i in range(2)]
+    g = []
+    for j, p in enumerate(pts):
+        f = Fraction(1)
+        for q in pts[:j] + pts[j + 1:]:
+            f *= p - q
+        g.append([Fraction(p) ** k / f for k in range(r)])
+    g.append([Fraction(int(k == r - 1)) for k in range(r)])
+    # sum_j at[i][j] g[j][k] bt[j][l] = [l == i + k] for every output i, tap k, input l
+    eqs, rhs = [], []
+    for i in range(2):
+        for k in range(r):
+            for l in range(a):
+                row = np.zeros(a * a)
+                for j in range(a):
+                    row[j * a + l] = float(at[i][j] * g[j][k])
+                eqs.append(row)
+                rhs.append(float(l == i + k))
+    sol = np.linalg.lstsq(np.array(eqs), np.array(rhs), rcond=None)[0]
+    bt = [[Fraction(float(sol[j * a + l])).limit_denominator(1000) for l in range(a)] for j in range(a)]
+    for i in range(2):
+        for k in range(r):
+            for l in range(a):
+                assert sum(at[i][j] * g[j][k] * bt[j][l] for j in range(a)) == (l == i + k)
+    as_array = lambda m: np.array([[float(v) for v in row] for row in m])  # noqa: E731
+    return as_array(at), as_array(g), as_array(bt)
+
+
+class Winograd(ConvAlgo):
+    """Winograd F(2x2, 3x3) and F(2x2, 5x5) for square 3x3 and 5x5 kernels with stride 1, no
+    dilation and group 1: ``a * a`` GEMMs (``a = r + 1``) over transformed tiles replace the
+    direct sum, with 2.25x (3x3) and 2.8x (5x5) fewer flops, in all three directions (forward,
+    input gradient, weight gradient; kernels in ``netspec.kernels.cpu.winograd``).  The 3x3
+    transforms multiply by 0, +-1 and 1/2 only, so results differ from the direct sum by the
+    order of float additions; the 5x5 ones scale by up to 5 and by sixths, a few float32 ulps
+    more (within float32 tolerance of the direct sum, as the reference tests check)."""
+
+    name = "winograd"
+    fuses_bias = True
+
+    @staticmethod
+    def suits(g: ConvShape) -> bool:
+        return (len(g.img) == 2 and g.group == 1 and g.kernel[0] == g.kernel[1] and g.kernel[0] in (3, 5)
+                and all(s == 1 for s in g.stride) and all(d == 1 for d in g.dilation)
+                and g.pad[0] == g.pad[1] and g.pad[0] < g.kernel[0])
+
+    def __init__(self, g, dtype, K):
+        super().__init__(g, dtype, K)
+        from netspec.core.device import kernels as _kernels
+
+        self.W = _kernels("winograd")
+        r = g.kernel[0]
+        a = r + 1
+        self.a, self.r = a, r
+        self.hand = r == 3    # the written-out F(2x2, 3x3) tile kernels
+        at, gm, bt = winograd_matrices(r)
+        cast = lambda m: np.ascontiguousarray(m, dtype=self.dtype)  # noqa: E731
+        self.mats = (cast(bt), cast(bt.T), cast(at), cast(at.T))
+        self.gm = gm
+        self.pad = g.pad[0]
+        th, tw = -(-g.out[0] // 2), -(-g.out[1] // 2)
+        self.tiles = th * tw
+        # columns split by parity (see the kernels): (lines, parity, columns / 2, channels)
+        self.yshape = (2 * th, 2, tw, g.m)
+        self.xshape = (2 * th + a - 2, 2, tw + (a - 1) // 2, g.c)
+        self.width = tw * max(g.c, g.m)   # values in one line of tiles
+        per_tile = a * a * max(g.c, g.m) * self.dtype.itemsize
+        rows = max(16, WINOGRAD_BLOCK_BYTES // per_tile)
+        if rows >= self.tiles:
+            self.nb = min(g.n, rows // self.tiles)
+            self.tb = self.nb * self.tiles
+        else:
+            self.nb = 1
+            self.tb = -(-self.tiles // -(-self.tiles // rows))
+        self.nunits = -(-g.n // self.nb)
+        self.ut = np.empty((a * a, g.c, g.m), self.dtype)
+        self.u2 = np.empty((a * a, g.m, g.c), self.dtype)
+        self.zero_bias = np.zeros(g.m, self.dtype)
+        self.zero_c = np.zeros(g.c, self.dtype)
+        self.slots = 0
+        self.held: tuple | None = None
+        self._ensure_slots(1)
+
+    def _ensure_slots(self, n: int) -> None:
+        if n <= self.slots:
+            return
+        g, dt, a = self.g, self.dtype, self.a
+        self.xp = np.zeros((n, *self.xshape), dt)
+        self.dxp = np.zeros((n, *self.xshape), dt)
+        self.yp = np.zeros((n, *self.yshape), dt)
+        self.dyp = np.zeros((n, *self.yshape), dt)
+        self.v = np.empty((n, a * a, self.tb, g.c), dt)
+        self.mt = np.empty((n, a * a, self.tb, g.m), dt)
+        self.tmpu = np.empty((n, g.c, g.m), dt)
+        self.dut = np.empty((n, a * a, g.c, g.m), dt)
+        self.dbias = np.empty((n, g.m), np.float64)
+        self.e = np.empty((n, a, 1 if self.hand else self.width), dt)
+        self.rows = np.zeros((n, a), np.int64)
+        self.offs = np.zeros((n, a), np.uint64)
+        self.slots = n
+        self.held = None
+
+    _nslots = PatchGemm._nslots
+
+    def _weights(self, w):
+        if self.hand:
+            self.W.winograd_weights(self.ut, self.u2, w)
+        else:
+            self.W.wino_weights(self.ut, self.u2, w, self.gm)
+
+    def _weight_grad(self, dw, ns):
+        if self.hand:
+            self.W.winograd_weight_grad(dw, self.dut, ns)
+        else:
+            self.W.wino_weight_grad(dw, self.dut, ns, self.gm)
+
+    def forward(self, x, w, y=None, dy=None, dw=None, bias=None):
+        g = self.g
+        ns = self._nslots()
+        w4 = w.reshape(g.m, g.c, self.r, self.r)
+        self._weights(w4)
+        x4 = x.reshape(g.n, g.c, *g.img)
+        y4 = y.reshape(g.n, g.m, *g.out) if y is not None else None
+        dy4 = dy.reshape(g.n, g.m, *g.out) if dy is not None else None
+        self.W.winograd_forward(y4 if y4 is not None else dy4, self.dut, x4, self.ut,
+                                self.zero_bias if bias is None else bias, dy4 if dy4 is not None else y4,
+                                self.xp, self.yp, self.dyp, self.v, self.mt, self.tmpu, ns, self.nb, self.tb,
+                                self.pad, y is not None, dw is not None, self.hand, self.mats, self.e, self.rows,
+                                self.offs)
+        self.held = (x.ctypes.data, ns)
+        if dw is not None:
+            self._weight_grad(dw.reshape(w4.shape), ns)
+
+    def backward(self, dy, w, dx=None, x=None, dw=None, dbias=None):
+        g = self.g
+        ns = self._nslots()
+        w4 = w.reshape(g.m, g.c, self.r, self.r)
+        self._weights(w4)
+        reuse = dw is not None and self.held == (x.ctypes.data, ns)
+        dy4 = dy.reshape(g.n, g.m, *g.out)
+        x4 = x.reshape(g.n, g.c, *g.img) if x is not None else None
+        dx4 = dx.reshape(g.n, g.c, *g.img) if dx is not None else None
+        self.W.winograd_backward(dx4 if dx4 is not None else x4, self.dut, self.dbias, dy4,
+                                 x4 if x4 is not None else dx4, self.u2, self.zero_c, self.xp, self.dxp, self.dyp,
+                                 self.v, self.mt, self.tmpu, ns, self.nb, self.tb, self.pad, dx is not None,
+                                 dw is not None, dbias is not None, reuse, self.hand, self.mats, self.e, self.rows,
+                                 self.offs)
+        self.held = None
+        if dw is not None:
+            self._weight_grad(dw.reshape(w4.shape), ns)
+        if dbias is not None:
+            self.K.add_slot_sums(dbias, self.dbias, ns)
+
+
 #: the algorithms, in order of preference: the first that suits a shape is used
-CONV_ALGOS: dict[str, type[ConvAlgo]] = {a.name: a for a in (PointwiseGemm, Im2colGemm)}
+CONV_ALGOS: dict[str, type[ConvAlgo]] = {a.name: a for a in (PointwiseGemm, Winograd, PatchGemm, Im2colGemm)}
 
 
 def choose_conv_algo(g: ConvShape) -> str:
-    """The name of the algorithm for this shape (the first in ``CONV_ALGOS`` that suits it)."""
-    return next(name for name, a in CONV_ALGOS.items() if a.suits(g))
+    """The algorithm used for this shape without a measurement (see ``default_conv_algo``)."""
+    return default_conv_algo(g, [name for name, a in CONV_ALGOS.items() if a.suits(g)])
+
+
+def default_conv_algo(g: ConvShape, names: list[str]) -> str:
+    """The usual winner among ``names`` (those that suit ``g``), from measurements on the
+    shipped nets: 1x1 straight GEMMs, then Winograd, then channels-last patches when a kernel
+    row of the patch is long enough (``C * kw >= 32``: with LeNet's and CIFAR-10's first
+    layers, 1 and 3 channels, Caffe's layout copies longer runs and wins), else im2col."""
+    kw = g.kernel[-1]
+    for name in names:
+        if name == "winograd" and g.c < 8:
+            continue
+        if name == "patch_gemm" and g.c * kw < 32:
+            continue
+        return name
+    return names[-1]
 
 
 class _ConvBase(Layer):
@@ -305,8 +601,6 @@ class _ConvBase(Layer):
         self.K = kernels("conv")
         shape = bottom[0].shape
         g = self.conv_shape(shape, top[0].shape)   # each subclass states its direction
-        self.algo = choose_conv_algo(g)
-        self.engine = CONV_ALGOS[self.algo](g, bottom[0].data.dtype, self.K)
         self.has_bias = "bias" in self.params
         axis = self.axis(self.p.get("axis", 1), len(shape))
         n = count(shape, 0, axis)
@@ -314,6 +608,47 @@ class _ConvBase(Layer):
         self.bshape = (n, shape[axis], count(shape, axis + 1))
         tshape = top[0].shape
         self.tshape = (n, tshape[axis], count(tshape, axis + 1))
+        dtype = bottom[0].data.dtype
+        names = [name for name, a in CONV_ALGOS.items() if a.suits(g)]
+        want = self.p.get("algorithm", "auto")
+        if want != "auto":
+            if want not in names:
+                raise self.error(f"algorithm {want} does not suit this layer (kernel {list(g.kernel)}, stride "
+                                 f"{list(g.stride)}, dilation {list(g.dilation)}, group {g.group}); the ones that "
+                                 f"do: {', '.join(names)}", "algorithm")
+            self.algo = want
+        else:
+            self.algo = self._choose(g, dtype, names, bottom, top)
+        self.engine = CONV_ALGOS[self.algo](g, dtype, self.K)
+
+    def _choose(self, g: ConvShape, dtype, names: list[str], bottom, top) -> str:
+        """Measure the algorithms on this layer's own blobs (once per shape: netspec.core.algo)."""
+        from netspec.core import algo
+
+        need_backward = getattr(self, "need_backward", True)
+        down = tuple(getattr(self, "propagate_down", None) or [True] * len(bottom))
+        key = algo.make_key(self.type, n=g.n, c=g.c, m=g.m, group=g.group, img=g.img, out=g.out,
+                            kernel=g.kernel, pad=g.pad, stride=g.stride, dilation=g.dilation,
+                            dtype=str(np.dtype(dtype)), bottoms=len(bottom),
+                            backward=down if need_backward else False)
+        saved = {k: p.grad.copy() for k, p in self.params.items()}
+
+        def trial(name: str):
+            engine = CONV_ALGOS[name](g, dtype, self.K)
+
+            def run():
+                self.engine = engine
+                self.forward(bottom, top)
+                if need_backward:
+                    self.backward(top, list(down), bottom)
+            return run
+
+        flops = 2.0 * g.n * g.m * count(g.out) * (g.c // g.group) * count(g.kernel) * len(bottom)
+        try:
+            return algo.choose(key, names, default_conv_algo(g, names), trial, flops=flops)
+        finally:
+            for k, p in self.params.items():
+                p.grad[...] = saved[k]
 
 
 @register("Convolution")
@@ -366,21 +701,30 @@ class Convolution(_ConvBase):
 
     def forward(self, bottom, top):
         w = self.params["weight"].data
+        fused = self.has_bias and self.engine.fuses_bias
         for b, t in zip(bottom, top):
             y = t.data.reshape(self.tshape)
+            if fused:
+                self.engine.forward(b.data.reshape(self.bshape), w, y, bias=self.params["bias"].data)
+                continue
             self.engine.forward(b.data.reshape(self.bshape), w, y)
             if self.has_bias:
                 self.K.bias_forward(y, self.params["bias"].data)
 
     def backward(self, top, propagate_down, bottom):
         w = self.params["weight"]
+        fused = self.has_bias and self.engine.fuses_bias
         # the last bottom first: the algorithm may still hold its columns from forward
         for j in reversed(range(len(bottom))):
             dy = top[j].grad.reshape(self.tshape)
+            dx = bottom[j].grad.reshape(self.bshape) if propagate_down[j] else None
+            x = bottom[j].data.reshape(self.bshape)
+            if fused:
+                self.engine.backward(dy, w.data, dx, x, w.grad, dbias=self.params["bias"].grad)
+                continue
             if self.has_bias:
                 self.K.bias_backward(self.params["bias"].grad, dy)
-            dx = bottom[j].grad.reshape(self.bshape) if propagate_down[j] else None
-            self.engine.backward(dy, w.data, dx, bottom[j].data.reshape(self.bshape), w.grad)
+            self.engine.backward(dy, w.data, dx, x, w.grad)
 
 
 @register("Deconvolution")
