@@ -604,13 +604,20 @@ def _data_info(entry_net: Path, stages: list[str] | None, level: int | None) -> 
                 inputs["shape"] = [int(d) for d in lp.top_shapes[0][1:]]
                 if lp.spec.get("transform"):
                     inputs["preprocessing"] = dict(lp.spec["transform"])
-    try:
-        builtin = parse_builtin(dataset["test"]) if "test" in dataset else None
-    except NetspecError:
-        builtin = None
-    if builtin is not None and builtin[0].class_names and task == "classification":
-        inputs["classes"] = list(builtin[0].class_names)
+    if "test" in dataset and _is_builtin(dataset["test"]) and task == "classification":
+        names = parse_builtin(dataset["test"])[0].class_names
+        if names:
+            inputs["classes"] = list(names)
     return dataset, inputs, task
+
+
+def _is_builtin(source: str) -> bool:
+    from netspec.data.catalog import parse_builtin
+
+    try:
+        return parse_builtin(source) is not None
+    except NetspecError:
+        return False
 
 
 def _round(v: float) -> float:
@@ -665,7 +672,17 @@ def add_run(run: str | os.PathLike, name: str, *, zoo_dir: str | os.PathLike | N
         for fname, tnet in test_files:
             (work / fname).write_text(dump(tnet, header.format("test net")), encoding="utf-8")
         shutil.copyfile(snapshot.weights, work / ENTRY_FILES["weights"])
-        dataset, inputs, guessed = _data_info(work / ENTRY_FILES["net"], stages, level)
+        try:
+            dataset, inputs, guessed = _data_info(work / ENTRY_FILES["net"], stages, level)
+        except NetspecError as e:
+            # the run's net is kept as written; a data path relative to its old folder is lost
+            raise ZooError(f"the run's net cannot be built from the entry's folder: {e.message}",
+                           hint="an entry's data sources must be built-in datasets or absolute paths; train "
+                                "with such a source, then add the run") from None
+        for source in sorted(set(dataset.values())):
+            if not _is_builtin(source):
+                echo(f"warning: the data source '{source}' is a file, not a built-in dataset: evaluating or "
+                     f"re-training the entry needs it at that path")
         manifest: dict[str, Any] = {"netspec": 1, "name": name,
                                     "description": description or f"{net_doc.get('name', name)} trained by netspec",
                                     "task": task or guessed}

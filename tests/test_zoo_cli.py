@@ -392,3 +392,27 @@ def test_load_entry_reports_every_schema_error_at_once(zoo_dir):
     assert "unknown manifest field 'extra'" in text and "3 errors" in text
     with pytest.raises(ZooError, match="no zoo entry named"):
         zoo.resolve_weights("zoo:nope")
+
+
+def test_a_run_reading_a_relative_data_file_cannot_be_packaged(tmp_path, monkeypatch):
+    """The entry keeps the net as the run resolved it: a path relative to the old net's folder
+    would be read from the entry's folder.  An absolute path works (with a warning)."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    xor = (Path(__file__).resolve().parent.parent / "models" / "xor")
+    shutil.copy(xor / "xor.csv", tmp_path / "xor.csv")
+    solver = "solver: {base_lr: 0.5, lr_policy: fixed, max_iter: 5, random_seed: 1}\n"
+    for source, name in (("xor.csv", "rel"), (str(tmp_path / "xor.csv"), "abs")):
+        net = (xor / "train_val.yaml").read_text().replace("solver: ../../solvers/xor.yaml\n", solver)
+        (tmp_path / f"{name}.yaml").write_text(net.replace("source: xor.csv", f"source: {source}"))
+        assert invoke("train", str(tmp_path / f"{name}.yaml"), "--run-dir", str(tmp_path / name), "-q").exit_code == 0
+    failed(invoke("zoo", "add", str(tmp_path / "rel"), "--name", "xor"),
+           "the run's net cannot be built from the entry's folder: data source 'xor.csv' is neither",
+           "an entry's data sources must be built-in datasets or absolute paths")
+    assert not (tmp_path / "xdg" / "netspec" / "zoo" / "xor").exists()
+    assert not [p for p in (tmp_path / "xdg" / "netspec" / "zoo").iterdir()]     # no half-written folder
+    res = invoke("zoo", "add", str(tmp_path / "abs"), "--name", "xor")
+    assert res.exit_code == 0, res.output
+    assert "is a file, not a built-in dataset" in res.output
+    e = zoo.load_entry("xor")                          # the user's zoo, the default target
+    assert e.folder == tmp_path / "xdg" / "netspec" / "zoo" / "xor" and e.data["task"] == "other"
+    assert set(e.metrics) == {"loss"}
