@@ -8,15 +8,27 @@ caching and threading are decided once:
   order of operations is the same;
 - ``pjit`` (``parallel=True``) for loops over batch and channels that pay for a thread pool.
   Numba's pool and OpenBLAS's pool must not spin against each other in one region: kernels
-  call BLAS (``np.dot``) only outside ``prange`` loops.
+  that call BLAS (``np.dot``) inside ``prange`` loops rely on the BLAS numba calls being
+  single-threaded (netspec.core.threads keeps it so), the others call it outside.
 """
 
 from __future__ import annotations
 
-import numba
-from numba import prange  # noqa: F401  (re-exported for kernel modules)
+import os
 
-numba.config.THREADING_LAYER = "workqueue" if numba.config.THREADING_LAYER == "default" else numba.config.THREADING_LAYER
+# OpenMP first: a parallel kernel launch costs about 1.5 us there against about 100 us with
+# numba's own "workqueue" pool (measured on 1 and 2 threads), which added milliseconds to a
+# LeNet step of 20 kernel calls.  GNU OpenMP's idle workers spin (GOMP_SPINCOUNT) before they
+# sleep: a short spin keeps back-to-back kernels fast and gives the core back within tens of
+# microseconds to BLAS's threads and other processes (the default, 300,000, keeps it for
+# milliseconds).  libgomp reads it when numba's pool starts, at the first parallel launch.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+
+import numba  # noqa: E402
+from numba import prange  # noqa: E402,F401  (re-exported for kernel modules)
+
+if numba.config.THREADING_LAYER == "default":
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
 
 
 def njit(fn=None, **kw):

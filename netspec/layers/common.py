@@ -55,37 +55,57 @@ class InnerProduct(Layer):
         return 2 * count(bottom_shapes[0]) * self.p["num_output"]
 
     def setup(self, bottom, top):
+        self.K = kernels("inner_product")
         shape = bottom[0].shape
         axis = self.axis(self.p.get("axis", 1), len(shape))
         self.m, self.k = count(shape, 0, axis), count(shape, axis)
         self.transpose = bool(self.p.get("transpose"))
         self.bias = "bias" in self.params
+        self.n = self.p["num_output"]
+        dt = bottom[0].data.dtype
+        self._zero_bias = np.zeros(self.n, dt)   # the kernels' bias when there is none
         w = self.params["weight"]
-        self._dw = np.empty_like(w.grad)  # scratch for dW before accumulating
+        self._dw = np.empty_like(w.grad)         # dW before it is added to the param's gradient
+        self._db = np.empty(self.n, np.float64)
+        self._buf = np.empty((1, 1), dt)
+        self._slots = 0
+
+    def _nslots(self) -> int:
+        """Threads to split the work between (the batch rows in forward and for the input
+        gradient, the weight gradient's rows in backward)."""
+        from netspec.core.threads import kernel_blas_serial
+        from netspec.kernels.jit import get_num_threads
+
+        # one part per thread when the GEMMs inside can run single-threaded; parts of fewer
+        # than 16 batch rows cost more in GEMM speed than they gain
+        n = max(1, min(get_num_threads(), self.m // 16)) if kernel_blas_serial() else 1
+        if n != self._slots:
+            # copies of each thread's columns of the gradient (a contiguous GEMM operand)
+            rows = self.k if self.transpose else self.n
+            self._buf = np.empty((n, self.m * -(-rows // n)), self._dw.dtype) if n > 1 else self._buf
+            self._slots = n
+        return n
 
     def forward(self, bottom, top):
         # x: (M, K), W: (N, K) [transpose: (K, N)], y: (M, N)
         x = bottom[0].data.reshape(self.m, self.k)
-        y = top[0].data.reshape(self.m, -1)
-        w = self.params["weight"].data
-        np.dot(x, w if self.transpose else w.T, out=y)
-        if self.bias:
-            y += self.params["bias"].data
+        y = top[0].data.reshape(self.m, self.n)
+        b = self.params["bias"].data if self.bias else self._zero_bias
+        self.K.ip_forward(y, x, self.params["weight"].data, b, self.bias, self.transpose, self._nslots())
 
     def backward(self, top, propagate_down, bottom):
-        dy = top[0].grad.reshape(self.m, -1)
+        dy = top[0].grad.reshape(self.m, self.n)
         x = bottom[0].data.reshape(self.m, self.k)
         w = self.params["weight"]
-        if self.transpose:
-            np.dot(x.T, dy, out=self._dw)      # dW (K, N) += x^T dy
-        else:
-            np.dot(dy.T, x, out=self._dw)      # dW (N, K) += dy^T x
-        w.grad += self._dw
+        ns = self._nslots()
+        dx = bottom[0].grad.reshape(self.m, self.k) if propagate_down[0] else x
+        if ns == 1:   # the weight gradient straight from the blobs: no copy of dy's columns
+            np.dot(x.T, dy, out=self._dw) if self.transpose else np.dot(dy.T, x, out=self._dw)
+        self.K.ip_backward(dx, self._dw, self._db, dy, x, w.data, self._buf, self.transpose, ns,
+                           bool(propagate_down[0]), ns > 1, self.bias)
+        self.K.ip_accumulate(w.grad, self._dw)    # dW += dy^T x (transpose: x^T dy)
         if self.bias:
-            self.params["bias"].grad += dy.sum(axis=0)
-        if propagate_down[0]:
-            dx = bottom[0].grad.reshape(self.m, self.k)
-            np.dot(dy, w.data.T if self.transpose else w.data, out=dx)
+            self.K.ip_bias_grad(self.params["bias"].grad, self._db)
 
 
 @register("Dropout")
