@@ -154,6 +154,8 @@ def choose(key: str, candidates: Sequence[str], default: str, trial: Callable[[s
         return forced
     if len(candidates) == 1:
         return candidates[0]
+    # a new algorithm (or one that suits more shapes now) is measured again
+    key = json.dumps([json.loads(key), sorted(candidates)], sort_keys=True)
     if key in _memory and _memory[key] in candidates:
         return _memory[key]
     entry = _load().get(key)

@@ -315,8 +315,8 @@ class PatchGemm(ConvAlgo):
         self.dxp = np.zeros((n, self.hp, self.wp, g.c), dt)
         self.col = np.empty((n, self.rb, g.rows), dt)
         self.yt = np.empty((n, self.rb, g.m), dt)
-        self.tmpw = np.empty((n, g.rows, g.m), dt)
-        self.dwt = np.empty((n, g.rows, g.m), dt)
+        self.tmpw = np.empty((n, g.m, g.rows), dt)
+        self.dwt = np.empty((n, g.m, g.rows), dt)
         self.dbias = np.empty((n, g.m), np.float64)
         self.slots = n
         self.held = None

@@ -278,16 +278,16 @@ def patch_weights(wt, w2, w):
 
 @njit
 def patch_weight_grad(dw, dwt, nslots):
-    # dw: (M, C, kh, kw) += the sum over slots of dwt (slots, K, M), in slot order
+    # dw: (M, C, kh, kw) += the sum over slots of dwt (slots, M, K), in slot order
     m, c, kh, kw = dw.shape
     for o in range(m):
         for ci in range(c):
             for i in range(kh):
                 for j in range(kw):
                     k = (i * kw + j) * c + ci
-                    s = dwt[0, k, o]
+                    s = dwt[0, o, k]
                     for q in range(1, nslots):
-                        s += dwt[q, k, o]
+                        s += dwt[q, o, k]
                     dw[o, ci, i, j] += s
 
 
@@ -427,7 +427,7 @@ def patch_forward(y, dwt, x, wt, bias, dy, xp, col, yt, tmpw, nslots, nb, rb, ph
     # col^T dy (the weight gradient for output gradient dy (N, M, OH, OW)) when do_dw; y and dy
     # stand for each other when one is unused.  x: (N, C, H, W); wt: (K, M).  Scratch per slot:
     # xp (slots, Hp, Wp, C) with zero borders, col (slots, rb, K), yt (slots, rb, M),
-    # tmpw (slots, K, M).
+    # tmpw (slots, M, K); dwt: (slots, M, K).
     n, c, h, w = x.shape
     _, m, oh, ow = y.shape
     p = oh * ow
@@ -475,23 +475,26 @@ def patch_forward(y, dwt, x, wt, bias, dy, xp, col, yt, tmpw, nslots, nb, rb, ph
                         p1 = min(p, p0 + b1 - r)
                         _map_to_rows(ytf, dy[t].reshape(-1), r - b0, m, p, p0, p1, bias, False)
                         r += p1 - p0
-                    np.dot(a.T, yts[:b1 - b0], tmpw[s])
+                    np.dot(yts[:b1 - b0].T, a, tmpw[s])
                     dwt[s] += tmpw[s]
 
 
 @pjit
 def patch_backward(dx, dwt, dbias, dy, x, w2, xp, dxp, col, yt, tmpw, nslots, nb, rb, ph, pw, kh, kw, sh,
                    sw, dh, dw, do_dx, do_dw, do_db, reuse):
-    # dx: (N, C, H, W) = conv^T(dy) when do_dx; dwt: (slots, K, M) per-slot weight-gradient sums
+    # dx: (N, C, H, W) = conv^T(dy) when do_dx; dwt: (slots, M, K) per-slot weight-gradient sums
     # when do_dw; dbias: (slots, M) float64 per-slot sums of dy when do_db; dx and x stand for
     # each other when one is unused.  dy: (N, M, OH, OW); x: (N, C, H, W) (read when do_dw);
     # w2: (M, K); dxp (slots, Hp, Wp, C): the padded gradient of one image.  reuse: each
     # slot's col still holds its last block of x's columns (from patch_forward).
+    # With whole images per block the GEMMs read each image's dy (M, P) as it is (BLAS takes
+    # the transpose for the input gradient); blocks within an image copy theirs to rows first.
     n, c, h, w = dx.shape
     _, m, oh, ow = dy.shape
     p = oh * ow
     wp = xp.shape[2]
     nunits = (n + nb - 1) // nb
+    whole = rb % p == 0
     for s in prange(nslots):
         xpf = xp[s].reshape(-1)
         dxpf = dxp[s].reshape(-1)
@@ -513,13 +516,18 @@ def patch_backward(dx, dwt, dbias, dy, x, w2, xp, dxp, col, yt, tmpw, nslots, nb
             for bi in range((total - 1) // rb, -1, -1):
                 b0 = bi * rb
                 b1 = min(total, b0 + rb)
-                r = b0
-                while r < b1:
-                    t = n0 + r // p
-                    p0 = r % p
-                    p1 = min(p, p0 + b1 - r)
-                    _map_to_rows(ytf, dy[t].reshape(-1), r - b0, m, p, p0, p1, dbs, do_db)
-                    r += p1 - p0
+                if whole:
+                    if do_db:
+                        for t in range(n0 + b0 // p, n0 + b1 // p):
+                            _add_sums(dbs, dy[t].reshape(-1), m, p)
+                else:
+                    r = b0
+                    while r < b1:
+                        t = n0 + r // p
+                        p0 = r % p
+                        p1 = min(p, p0 + b1 - r)
+                        _map_to_rows(ytf, dy[t].reshape(-1), r - b0, m, p, p0, p1, dbs, do_db)
+                        r += p1 - p0
                 if do_dw:
                     if not (first and reuse):
                         r = b0
@@ -532,11 +540,22 @@ def patch_backward(dx, dwt, dbias, dy, x, w2, xp, dxp, col, yt, tmpw, nslots, nb
                                 packed = t
                             _patch_rows(colf, r - b0, xpf, c, wp, ow, p0, p1, kh, kw, sh, sw, dh, dw)
                             r += p1 - p0
-                    np.dot(cols[:b1 - b0].T, yts[:b1 - b0], tmpw[s])
-                    dwt[s] += tmpw[s]
+                    if whole:
+                        for t in range(n0 + b0 // p, n0 + b1 // p):
+                            r = (t - n0) * p - b0
+                            np.dot(dy[t].reshape(m, p), cols[r:r + p], tmpw[s])
+                            dwt[s] += tmpw[s]
+                    else:
+                        np.dot(yts[:b1 - b0].T, cols[:b1 - b0], tmpw[s])
+                        dwt[s] += tmpw[s]
                 first = False
                 if do_dx:
-                    np.dot(yts[:b1 - b0], w2, cols[:b1 - b0])
+                    if whole:
+                        for t in range(n0 + b0 // p, n0 + b1 // p):
+                            r = (t - n0) * p - b0
+                            np.dot(dy[t].reshape(m, p).T, w2, cols[r:r + p])
+                    else:
+                        np.dot(yts[:b1 - b0], w2, cols[:b1 - b0])
                     r = b0
                     while r < b1:
                         t = n0 + r // p
@@ -549,3 +568,14 @@ def patch_backward(dx, dwt, dbias, dy, x, w2, xp, dxp, col, yt, tmpw, nslots, nb
                         if p0 == 0:    # and this its first: the image's gradient is complete
                             _unpack_hwc(dx[t].reshape(-1), dxpf, c, h, w, wp, ph, pw)
                         r += p1 - p0
+
+
+@njit
+def _add_sums(dbias, yf, m, p):
+    # dbias[m] += the sum of map m of y (M, P), flat (in float64)
+    for k in range(m):
+        acc = 0.0
+        s0 = np.uint64(k * p)
+        for t in range(np.uint64(p)):
+            acc += yf[s0 + t]
+        dbias[k] += acc
