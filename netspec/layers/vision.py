@@ -33,9 +33,10 @@ CONV_PROPS = {
     "bias_filler": T.filler(desc="initial biases (default constant 0)"),
     "axis": T.integer(default=1, desc="the channel axis; the axes after it are spatial"),
     "force_nd_im2col": T.boolean(desc="accepted for Caffe compatibility; no effect"),
-    "algorithm": T.enum(("auto", "gemm_1x1", "winograd", "patch_gemm", "im2col_gemm"), default="auto",
-                        desc="how to compute it: auto measures the ones that suit the shape once and "
-                             "keeps the fastest (NETSPEC_ALGO=<name> forces one for every layer it suits)"),
+    "algorithm": T.enum(("auto", "gemm_1x1", "winograd", "patch_gemm", "im2col_gemm"),
+                        desc="how to compute it; auto (the default) measures the ones that suit the shape "
+                             "once and keeps the fastest (NETSPEC_ALGO=<name> forces one for every layer it "
+                             "suits)"),
 }
 
 
