@@ -494,7 +494,7 @@ def patch_backward(dx, dwt, dbias, dy, x, w2, xp, dxp, col, yt, tmpw, nslots, nb
     p = oh * ow
     wp = xp.shape[2]
     nunits = (n + nb - 1) // nb
-    whole = rb % p == 0
+    whole = rb % p == 0 and p >= 256   # per-image GEMMs of fewer rows lose to one per block
     for s in prange(nslots):
         xpf = xp[s].reshape(-1)
         dxpf = dxp[s].reshape(-1)
