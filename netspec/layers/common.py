@@ -69,6 +69,7 @@ class InnerProduct(Layer):
         self._db = np.empty(self.n, np.float64)
         self._buf = np.empty((1, 1), dt)
         self._slots = 0
+        self._gemm = _gemm_beta(dt)
 
     def _nslots(self) -> int:
         """Threads to split the work between (the batch rows in forward and for the input
@@ -99,13 +100,33 @@ class InnerProduct(Layer):
         w = self.params["weight"]
         ns = self._nslots()
         dx = bottom[0].grad.reshape(self.m, self.k) if propagate_down[0] else x
-        if ns == 1:   # the weight gradient straight from the blobs: no copy of dy's columns
+        if ns == 1 and self._gemm is not None:
+            # dW += dy^T x (transpose: x^T dy) by one GEMM with beta 1, straight into the
+            # gradient (seen in Fortran order, where it is the transpose)
+            if self.transpose:
+                self._gemm(1.0, dy.T, x.T, 1.0, w.grad.T, trans_b=1, overwrite_c=1)
+            else:
+                self._gemm(1.0, x.T, dy.T, 1.0, w.grad.T, trans_b=1, overwrite_c=1)
+        elif ns == 1:
             np.dot(x.T, dy, out=self._dw) if self.transpose else np.dot(dy.T, x, out=self._dw)
         self.K.ip_backward(dx, self._dw, self._db, dy, x, w.data, self._buf, self.transpose, ns,
                            bool(propagate_down[0]), ns > 1, self.bias)
-        self.K.ip_accumulate(w.grad, self._dw)    # dW += dy^T x (transpose: x^T dy)
+        if ns > 1 or self._gemm is None:
+            self.K.ip_accumulate(w.grad, self._dw)    # dW += dy^T x (transpose: x^T dy)
         if self.bias:
             self.K.ip_bias_grad(self.params["bias"].grad, self._db)
+
+
+def _gemm_beta(dtype):
+    """BLAS gemm with beta (C = alpha A B + beta C, in place on a Fortran-ordered C), from
+    SciPy; None without SciPy (the weight gradient then goes through a scratch copy)."""
+    try:
+        from scipy.linalg.blas import get_blas_funcs
+    except ImportError:
+        return None
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        return None
+    return get_blas_funcs("gemm", dtype=np.dtype(dtype))
 
 
 @register("Dropout")
