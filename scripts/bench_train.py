@@ -103,9 +103,8 @@ def _netspec_nets(name: str, batch: int, mode: str):
 
 
 def worker_netspec(name: str, mode: str, threads: int, warmup: int, steps: int, min_seconds: float) -> dict:
+    import netspec  # noqa: F401,I001  (first: it sets OpenBLAS's thread timeout before NumPy loads it)
     import numpy as np
-
-    import netspec  # noqa: F401  (sets OpenBLAS's thread timeout before numpy loads BLAS)
     from netspec.core.threads import set_threads
 
     set_threads(threads)

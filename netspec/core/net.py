@@ -18,6 +18,13 @@ from netspec.core.fillers import fill
 from netspec.graph.plan import LayerPlan, ParamInfo, Plan
 
 
+#: layers whose blobs hold fewer values than this run their kernels on one thread
+PARALLEL_GRAIN = 32768
+
+#: layer types that split their work between threads themselves, by its size
+_SPLITS_ITSELF = frozenset({"Convolution", "Deconvolution", "InnerProduct"})
+
+
 @dataclass
 class Param:
     """One learnable param as the solver sees it: the storage and its settings."""
@@ -58,6 +65,16 @@ class Net:
             lp.layer.need_backward = lp.need_backward
             lp.layer.propagate_down = list(lp.bottom_need_backward)
             lp.layer.setup(bottoms, tops)
+        # layers with little work run their kernels on one thread: a parallel region there
+        # costs more than it saves, and waits for the second core whenever the machine's
+        # scheduler gives it to another process (PyTorch likewise runs ops of fewer than
+        # 32,768 elements serially)
+        self._serial = [lp.type not in _SPLITS_ITSELF
+                        and max([b.count for b in bottoms + tops] or [0]) < PARALLEL_GRAIN
+                        for lp, bottoms, tops in self._steps]
+        from netspec.kernels.jit import get_num_threads, set_num_threads
+
+        self._threads = (get_num_threads, set_num_threads)
 
     # ---- allocation --------------------------------------------------------------------
     def _alloc_params(self, share_from: "Net | None") -> None:
@@ -112,11 +129,21 @@ class Net:
     def forward(self) -> float:
         """Run every layer; the weighted sum of the loss tops."""
         loss = 0.0
-        for lp, bottoms, tops in self._steps:
-            lp.layer.forward(bottoms, tops)
-            for j, w in enumerate(lp.loss_weights):
-                if w:
-                    loss += w * float(tops[j].data.sum())
+        get, put = self._threads
+        threads = cur = get()
+        try:
+            for (lp, bottoms, tops), serial in zip(self._steps, self._serial):
+                want = 1 if serial else threads
+                if want != cur:
+                    put(want)
+                    cur = want
+                lp.layer.forward(bottoms, tops)
+                for j, w in enumerate(lp.loss_weights):
+                    if w:
+                        loss += w * float(tops[j].data.sum())
+        finally:
+            if cur != threads:
+                put(threads)
         return loss
 
     def backward(self) -> None:
@@ -125,9 +152,19 @@ class Net:
             for j, w in enumerate(lp.loss_weights):
                 if w:
                     tops[j].grad[...] = w
-        for lp, bottoms, tops in reversed(self._steps):
-            if lp.need_backward:
-                lp.layer.backward(tops, lp.bottom_need_backward, bottoms)
+        get, put = self._threads
+        threads = cur = get()
+        try:
+            for (lp, bottoms, tops), serial in zip(reversed(self._steps), reversed(self._serial)):
+                if lp.need_backward:
+                    want = 1 if serial else threads
+                    if want != cur:
+                        put(want)
+                        cur = want
+                    lp.layer.backward(tops, lp.bottom_need_backward, bottoms)
+        finally:
+            if cur != threads:
+                put(threads)
 
     def forward_backward(self) -> float:
         loss = self.forward()

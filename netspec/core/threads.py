@@ -18,15 +18,22 @@ _KERNEL_BLAS_SERIAL: bool | None = None
 
 
 def set_threads(n: int | None) -> None:
+    """``n`` threads for netspec's kernels.  When kernels run their GEMMs themselves (one per
+    thread, on a BLAS of their own: ``kernel_blas_serial``), BLAS called from Python gets one
+    thread: its idle workers would otherwise spin against numba's pool (OpenBLAS spins for
+    about 0.1 s after each call unless OPENBLAS_THREAD_TIMEOUT was set before NumPy loaded it,
+    and each 2-thread kernel then waited for the scheduler: a LeNet step took twice as long on
+    2 threads as on 1).  Otherwise BLAS gets ``n`` threads too."""
     if not n:
         return
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=int(n), user_api="blas")
     from netspec.kernels.jit import set_num_threads
 
     set_num_threads(int(n))
-    if _KERNEL_BLAS_SERIAL:
+    serial = kernel_blas_serial()
+    threadpool_limits(limits=1 if serial else int(n), user_api="blas")
+    if serial:
         _pin_kernel_blas()   # the limit above reached it too
 
 
