@@ -432,7 +432,8 @@ class Winograd(ConvAlgo):
         r = g.kernel[0]
         a = r + 1
         self.a, self.r = a, r
-        self.hand = r == 3    # the written-out F(2x2, 3x3) tile kernels
+        # the written-out tile kernels of F(2x2, 3x3) and F(2x2, 5x5); 0: the general ones
+        self.hand = r if r in (3, 5) else 0
         at, gm, bt = winograd_matrices(r)
         cast = lambda m: np.ascontiguousarray(m, dtype=self.dtype)  # noqa: E731
         self.mats = (cast(bt), cast(bt.T), cast(at), cast(at.T))
@@ -474,7 +475,8 @@ class Winograd(ConvAlgo):
         self.tmpu = np.empty((n, g.c, g.m), dt)
         self.dut = np.empty((n, a * a, g.c, g.m), dt)
         self.dbias = np.empty((n, g.m), np.float64)
-        self.e = np.empty((n, a, 1 if self.hand else self.width), dt)
+        rows = {3: 1, 5: 36}.get(self.hand, a)
+        self.e = np.empty((n, rows, 1 if self.hand == 3 else self.width), dt)
         self.rows = np.zeros((n, a), np.int64)
         self.offs = np.zeros((n, a), np.uint64)
         self.slots = n
@@ -483,13 +485,13 @@ class Winograd(ConvAlgo):
     _nslots = PatchGemm._nslots
 
     def _weights(self, w):
-        if self.hand:
+        if self.hand == 3:
             self.W.winograd_weights(self.ut, self.u2, w)
         else:
             self.W.wino_weights(self.ut, self.u2, w, self.gm)
 
     def _weight_grad(self, dw, ns):
-        if self.hand:
+        if self.hand == 3:
             self.W.winograd_weight_grad(dw, self.dut, ns)
         else:
             self.W.wino_weight_grad(dw, self.dut, ns, self.gm)

@@ -300,39 +300,48 @@ def _add_map_sums(dbias, yf, m, p):
 # ---- the drivers: one call per layer and direction -------------------------------------------
 #
 # ``mats`` = (bt, b, at, att): B^T, B, A^T, A of F(2 x 2, r x r) in the data's dtype (``a``
-# points); ``hand``: use the written-out F(2 x 2, 3 x 3) tile kernels above instead of the
-# general ones (same results; faster).  ``e`` (slots, a, TW * max(C, M)), ``rows`` (slots, a)
-# int64 and ``offs`` (slots, a) uint64 are the general kernels' scratch.
+# points); ``hand``: 3 or 5 for the written-out F(2 x 2, 3 x 3) and F(2 x 2, 5 x 5) tile
+# kernels, 0 for the general ones (the same transforms; the written-out ones are faster).
+# ``e`` (slots, rows, TW * max(C, M)) (36 rows for F(2 x 2, 5 x 5), ``a`` for the general
+# kernels), ``rows`` (slots, a) int64 and ``offs`` (slots, a) uint64 are their scratch.
 
 
 @njit
 def _tiles_in(vf, o, xps, ty, tx0, tx1, hand, mats, e, rows, offs):
-    if hand:
+    if hand == 3:
         _input_tiles(vf, o, xps, ty, tx0, tx1)
+    elif hand == 5:
+        _input5(vf, o, xps, ty, tx0, tx1, e)
     else:
         _wino_input(vf, o, xps, ty, tx0, tx1, mats[0], e, rows, offs)
 
 
 @njit
 def _tiles_out(yps, mtf, o, ty, tx0, tx1, hand, mats, e, rows, offs):
-    if hand:
+    if hand == 3:
         _output_tiles(yps, mtf, o, ty, tx0, tx1)
+    elif hand == 5:
+        _output5(yps, mtf, o, ty, tx0, tx1, e)
     else:
         _wino_output(yps, mtf, o, ty, tx0, tx1, mats[2], e, rows, offs)
 
 
 @njit
 def _tiles_grad(mtf, o, dyps, ty, tx0, tx1, hand, mats, e, rows, offs):
-    if hand:
+    if hand == 3:
         _grad_tiles(mtf, o, dyps, ty, tx0, tx1)
+    elif hand == 5:
+        _grad5(mtf, o, dyps, ty, tx0, tx1, e)
     else:
         _wino_grad(mtf, o, dyps, ty, tx0, tx1, mats[3], e, rows, offs)
 
 
 @njit
 def _tiles_scatter(dxps, vf, o, ty, tx0, tx1, hand, mats, e, rows, offs):
-    if hand:
+    if hand == 3:
         _scatter_tiles(dxps, vf, o, ty, tx0, tx1)
+    elif hand == 5:
+        _scatter5(dxps, vf, o, ty, tx0, tx1, e)
     else:
         _wino_scatter(dxps, vf, o, ty, tx0, tx1, mats[0], mats[1], e, rows, offs)
 
@@ -717,3 +726,197 @@ def _wino_scatter(dxp, v, o, ty, tx0, tx1, bt, b, e, rows, offs):
                 cf = b[j, nu]
                 if cf != 0:
                     _axpy(dst, do, cf, e[nu], n)
+
+
+# ---- F(2 x 2, 5 x 5) written out ------------------------------------------------------------
+#
+# The same transforms as the general kernels with the matrices of ``winograd_matrices(5)``
+# (points 0, 1, -1, 2, -2, infinity), each 1-D transform split into passes that share their
+# subexpressions and write at most two rows (loops writing more rows did not vectorize), so a
+# line of tiles costs about 40 passes where the general kernels need about 260:
+#
+#   B^T d:  r0 = 4 d0 - 5 d2 + d4            r5 = 4 d1 - 5 d3 + d5
+#           r1, r2 = (d4 - 4 d2) +- (d3 - 4 d1)
+#           r3, r4 = (d4 - d2) +- 2 (d3 - d1)
+#   A^T m:  o0 = m0 + m1 + m2 + m3 + m4      o1 = (m1 - m2) + 2 (m3 - m4) + m5
+#   A g:    (g0, g0 + g1, g0 - g1, g0 + 2 g1, g0 - 2 g1, g1)
+#   B v:    s0 = 4 v0                         s5 = v5
+#           s4 = v0 + (v1 + v2) + (v3 + v4)  s2 = -5 v0 - 4 (v1 + v2) - (v3 + v4)
+#           s1 = -4 (v1 - v2) - 2 (v3 - v4) + 4 v5
+#           s3 = (v1 - v2) + 2 (v3 - v4) - 5 v5
+#
+# Rows are 1-D arrays with an unsigned offset each; n values per pass.  The constants are
+# float32 (exact), so float32 data is computed in float32 and float64 data in float64.
+
+F2 = np.float32(2.0)
+F4 = np.float32(4.0)
+F5 = np.float32(5.0)
+
+
+@njit
+def _bt6(o0, o1, o2, o3, o4, o5, oo, d0, d1, d2, d3, d4, d5, do0, do1, do2, do3, do4, do5, n):
+    # o_k[oo ...] = (B^T d)_k for d_k = d_k[do_k ...]
+    for t in range(n):
+        a0, a2, a4 = d0[do0 + t], d2[do2 + t], d4[do4 + t]
+        a1, a3, a5 = d1[do1 + t], d3[do3 + t], d5[do5 + t]
+        o0[oo + t] = F4 * a0 - F5 * a2 + a4
+        o5[oo + t] = F4 * a1 - F5 * a3 + a5
+    for t in range(n):
+        a1, a2, a3, a4 = d1[do1 + t], d2[do2 + t], d3[do3 + t], d4[do4 + t]
+        p = a4 - F4 * a2
+        q = a3 - F4 * a1
+        o1[oo + t] = p + q
+        o2[oo + t] = p - q
+    for t in range(n):
+        a1, a2, a3, a4 = d1[do1 + t], d2[do2 + t], d3[do3 + t], d4[do4 + t]
+        p = a4 - a2
+        q = F2 * (a3 - a1)
+        o3[oo + t] = p + q
+        o4[oo + t] = p - q
+
+
+@njit
+def _at6(o0, o1, oo0, oo1, m0, m1, m2, m3, m4, m5, mo, n):
+    # o0[oo0 ...], o1[oo1 ...] = A^T m for m_k = m_k[mo ...]
+    for t in range(n):
+        i = mo + t
+        a0, a1, a2, a3, a4, a5 = m0[i], m1[i], m2[i], m3[i], m4[i], m5[i]
+        o0[oo0 + t] = a0 + a1 + a2 + a3 + a4
+        o1[oo1 + t] = (a1 - a2) + F2 * (a3 - a4) + a5
+
+
+@njit
+def _a6(o0, o1, o2, o3, o4, o5, oo, g0, g1, go0, go1, n):
+    # o_k[oo ...] = (A g)_k for g0[go0 ...], g1[go1 ...]
+    for t in range(n):
+        a, b = g0[go0 + t], g1[go1 + t]
+        o0[oo + t] = a
+        o1[oo + t] = a + b
+        o2[oo + t] = a - b
+    for t in range(n):
+        a, b = g0[go0 + t], g1[go1 + t]
+        o3[oo + t] = a + F2 * b
+        o4[oo + t] = a - F2 * b
+        o5[oo + t] = b
+
+
+@njit
+def _b6(o0, o1, o2, o3, o4, o5, oo, v0, v1, v2, v3, v4, v5, vo, n):
+    # o_k[oo ...] = (B v)_k for v_k = v_k[vo ...]
+    for t in range(n):
+        i = vo + t
+        o0[oo + t] = F4 * v0[i]
+        o5[oo + t] = v5[i]
+    for t in range(n):
+        i = vo + t
+        a0 = v0[i]
+        p = v1[i] + v2[i]
+        q = v3[i] + v4[i]
+        o4[oo + t] = a0 + p + q
+        o2[oo + t] = -F5 * a0 - F4 * p - q
+    for t in range(n):
+        i = vo + t
+        p = v1[i] - v2[i]
+        q = v3[i] - v4[i]
+        a5 = v5[i]
+        o1[oo + t] = -F4 * p - F2 * q + F4 * a5
+        o3[oo + t] = p + F2 * q - F5 * a5
+
+
+@njit
+def _input5(v, o, xp, ty, tx0, tx1, f):
+    # v (36, tb * C) flat rows from tile o <- B^T d B for tiles tx0 .. tx1 - 1 of tile line ty
+    # of xp (Hp, 2, TW + 2, C); f: (36, >= n) scratch.  Columns first (d B within each window
+    # line, into f[6 i + nu]), then lines.
+    c = xp.shape[3]
+    n = np.uint64((tx1 - tx0) * c)
+    z = np.uint64(0)
+    vo = np.uint64(o * c)
+    x0 = np.uint64(tx0 * c)
+    x1 = x0 + np.uint64(c)
+    x2 = x1 + np.uint64(c)
+    for i in range(6):
+        e, od = xp[2 * ty + i, 0].reshape(-1), xp[2 * ty + i, 1].reshape(-1)
+        # window column j: parity j % 2, shifted by j // 2 tiles; (d B)_nu = (B^T d^T)_nu
+        _bt6(f[6 * i], f[6 * i + 1], f[6 * i + 2], f[6 * i + 3], f[6 * i + 4], f[6 * i + 5], z,
+             e, od, e, od, e, od, x0, x0, x1, x1, x2, x2, n)
+    for nu in range(6):
+        _bt6(v[nu], v[6 + nu], v[12 + nu], v[18 + nu], v[24 + nu], v[30 + nu], vo,
+             f[nu], f[6 + nu], f[12 + nu], f[18 + nu], f[24 + nu], f[30 + nu], z, z, z, z, z, z, n)
+
+
+@njit
+def _output5(yp, mt, o, ty, tx0, tx1, f):
+    # yp (2 TH, 2, TW, M) outputs of tiles tx0 .. tx1 - 1 of tile line ty <- A^T mt A, mt
+    # (36, tb * M) flat rows from tile o; f: (>= 12, >= n) scratch
+    m = yp.shape[3]
+    n = np.uint64((tx1 - tx0) * m)
+    z = np.uint64(0)
+    mo = np.uint64(o * m)
+    yo = np.uint64(tx0 * m)
+    for xi in range(6):   # within each row xi of mt: the two output columns
+        _at6(f[2 * xi], f[2 * xi + 1], z, z, mt[6 * xi], mt[6 * xi + 1], mt[6 * xi + 2], mt[6 * xi + 3],
+             mt[6 * xi + 4], mt[6 * xi + 5], mo, n)
+    for b in range(2):    # then across the rows: the two output lines of column b
+        _at6(yp[2 * ty, b].reshape(-1), yp[2 * ty + 1, b].reshape(-1), yo, yo, f[b], f[2 + b], f[4 + b],
+             f[6 + b], f[8 + b], f[10 + b], z, n)
+
+
+@njit
+def _grad5(mt, o, dyp, ty, tx0, tx1, f):
+    # mt (36, tb * M) flat rows from tile o <- A dy A^T for tiles tx0 .. tx1 - 1 of tile line
+    # ty, dy in dyp (2 TH, 2, TW, M) (zero past the output); f: (>= 12, >= n) scratch
+    m = dyp.shape[3]
+    n = np.uint64((tx1 - tx0) * m)
+    z = np.uint64(0)
+    mo = np.uint64(o * m)
+    yo = np.uint64(tx0 * m)
+    for a in range(2):    # within each output line: its two columns -> six
+        g0, g1 = dyp[2 * ty + a, 0].reshape(-1), dyp[2 * ty + a, 1].reshape(-1)
+        _a6(f[6 * a], f[6 * a + 1], f[6 * a + 2], f[6 * a + 3], f[6 * a + 4], f[6 * a + 5], z, g0, g1, yo, yo, n)
+    for nu in range(6):   # then across the two lines -> six
+        _a6(mt[nu], mt[6 + nu], mt[12 + nu], mt[18 + nu], mt[24 + nu], mt[30 + nu], mo, f[nu], f[6 + nu], z, z,
+            n)
+
+
+@njit
+def _scatter5(dxp, v, o, ty, tx0, tx1, f):
+    # dxp (Hp, 2, TW + 2, C) += B dv B^T on the 6x6 windows of tiles tx0 .. tx1 - 1 of tile line
+    # ty (the adjoint of _input5), dv in v (36, tb * C) flat rows from tile o; f: (36, >= n)
+    # scratch (then a (6, n) part reused per line)
+    c = dxp.shape[3]
+    n = np.uint64((tx1 - tx0) * c)
+    z = np.uint64(0)
+    vo = np.uint64(o * c)
+    for nu in range(6):   # across the rows: f[6 i + nu] = (B dv)_(i, nu)
+        _b6(f[nu], f[6 + nu], f[12 + nu], f[18 + nu], f[24 + nu], f[30 + nu], z,
+            v[nu], v[6 + nu], v[12 + nu], v[18 + nu], v[24 + nu], v[30 + nu], vo, n)
+    for i in range(6):    # within each window line: the six columns, added where they lie
+        e, od = dxp[2 * ty + i, 0].reshape(-1), dxp[2 * ty + i, 1].reshape(-1)
+        r = 6 * i
+        _b6_add(e, od, np.uint64(tx0 * c), np.uint64(c), f[r], f[r + 1], f[r + 2], f[r + 3], f[r + 4], f[r + 5], n)
+
+
+@njit
+def _b6_add(e, od, x0, c, v0, v1, v2, v3, v4, v5, n):
+    # window columns j = 0..5 of a line of tiles += (B v)_j, column j at parity j % 2 shifted
+    # by j // 2 tiles; one pass per column (columns j and j + 2 of neighbouring tiles are one
+    # place, so no pass may hold both)
+    x1 = x0 + c
+    x2 = x1 + c
+    for t in range(n):
+        e[x0 + t] += F4 * v0[t]
+    for t in range(n):
+        p = v1[t] - v2[t]
+        q = v3[t] - v4[t]
+        od[x0 + t] += -F4 * p - F2 * q + F4 * v5[t]
+    for t in range(n):
+        e[x1 + t] += -F5 * v0[t] - F4 * (v1[t] + v2[t]) - (v3[t] + v4[t])
+    for t in range(n):
+        p = v1[t] - v2[t]
+        q = v3[t] - v4[t]
+        od[x1 + t] += p + F2 * q - F5 * v5[t]
+    for t in range(n):
+        e[x2 + t] += v0[t] + (v1[t] + v2[t]) + (v3[t] + v4[t])
+    for t in range(n):
+        od[x2 + t] += v5[t]
