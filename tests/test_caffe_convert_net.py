@@ -348,3 +348,14 @@ def test_param_entries_follow_the_params_the_layer_has():
                                '  param { lr_mult: 1 } param { lr_mult: 2 }\n'
                                '  inner_product_param { num_output: 2 bias_term: false } }\n', "s.prototxt")
     assert e.value.line == 4 and "learns 1 (weight)" in str(e.value)
+
+
+def test_im2col_converts_and_runs():
+    text = ('name: "cols"\ninput: "data"\ninput_shape { dim: 2 dim: 3 dim: 8 dim: 8 }\n'
+            'layer { name: "cols" type: "Im2col" bottom: "data" top: "cols"\n'
+            '  convolution_param { kernel_size: 3 stride: 2 pad: 1 } }\n')
+    res = convert_net_text(text, "cols.prototxt")
+    net = api.load_net_text(res.text, file="cols.yaml")
+    assert res.check_error is None
+    p = api.compile_net(net, "TEST")
+    assert p.layer("cols").top_shapes == [(2, 27, 4, 4)]

@@ -291,7 +291,6 @@ UNSUPPORTED_TYPES: dict[str, str] = {
     "Python": "Caffe's Python layers are user code; write a netspec plugin layer with the same "
               "type name and list its file under 'plugins:'",
     "SPP": "spatial pyramid pooling is not implemented in netspec",
-    "Im2col": "Im2col is a relic layer that netspec does not implement",
     "RNN": "recurrent layers are not implemented in netspec",
     "LSTM": "recurrent layers are not implemented in netspec",
     "LSTMUnit": "recurrent layers are not implemented in netspec",
