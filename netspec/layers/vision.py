@@ -568,7 +568,10 @@ class _ConvBase(Layer):
 
     @classmethod
     def normalize(cls, fields: dict) -> dict:
-        return normalize_hw(fields)
+        fields = normalize_hw(fields)
+        if fields.get("algorithm") == "auto":   # the default: a net reads the same with or without it
+            fields = {k: v for k, v in fields.items() if k != "algorithm"}
+        return fields
 
     def geometry(self, shape):
         """(channel axis, spatial input dims, kernel, pad, stride, dilation) for a bottom shape."""
