@@ -172,6 +172,16 @@ class Layer:
     def backward(self, top: list, propagate_down: list[bool], bottom: list) -> None:
         raise NotImplementedError(f"{self.type}.backward")
 
+    def fuse_next(self, nxt: "Layer", bottom: list, top: list, nxt_bottom: list, nxt_top: list) -> bool:
+        """Share work with the next layer, which runs in place on this layer's top 0.
+
+        Called by the Net once every layer is set up, for each such pair (and not when
+        ``NETSPEC_FUSE=0``).  A layer that can do part of ``nxt``'s work more cheaply together
+        with its own arranges it with ``nxt`` and returns True; both keep being called as
+        before and split the work between their forward and backward calls.
+        """
+        return False
+
     # ---- resumable state (beyond params): data cursors, private RNGs ---------------------
     def get_state(self) -> dict:
         """State a snapshot must hold to resume this layer bit for bit (JSON-serializable

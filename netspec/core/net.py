@@ -9,6 +9,7 @@ A test net shares the train net's params by ``layer/param`` key (``share_from=``
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +66,12 @@ class Net:
             lp.layer.need_backward = lp.need_backward
             lp.layer.propagate_down = list(lp.bottom_need_backward)
             lp.layer.setup(bottoms, tops)
+        self.fused: list[tuple[str, str]] = []    # (layer, next layer) pairs that share work
+        if os.environ.get("NETSPEC_FUSE", "1") != "0":
+            for (lp, b, t), (nxt, nb, nt) in zip(self._steps, self._steps[1:]):
+                if (t and nb and nxt.inplace and nxt.inplace[0] and nb[0] is t[0]
+                        and not any(lp.loss_weights) and lp.layer.fuse_next(nxt.layer, b, t, nb, nt)):
+                    self.fused.append((lp.name, nxt.name))
         # layers with little work run their kernels on one thread: a parallel region there
         # costs more than it saves, and waits for the second core whenever the machine's
         # scheduler gives it to another process (PyTorch likewise runs ops of fewer than

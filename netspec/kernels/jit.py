@@ -5,7 +5,8 @@ caching and threading are decided once:
 - ``cache=True``: compiled code is stored next to the module (or in ``NUMBA_CACHE_DIR``) and a
   new process loads it in milliseconds instead of compiling again;
 - ``fastmath`` stays off: results must match the NumPy references bit for bit where the
-  order of operations is the same;
+  order of operations is the same (the one exception, reassociated float64 sums, is in
+  ``kernels/cpu/reduce.py``);
 - ``pjit`` (``parallel=True``) for loops over batch and channels that pay for a thread pool.
   Numba's pool and OpenBLAS's pool must not spin against each other in one region: kernels
   that call BLAS (``np.dot``) inside ``prange`` loops rely on the BLAS numba calls being

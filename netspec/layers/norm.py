@@ -141,6 +141,22 @@ class BatchNorm(Layer):
         self._inv_std = np.zeros(c)
         # the normalized input for backward: top 0 may be overwritten by a later in-place layer
         self._xnorm = None if self.use_global else np.empty(self.dims, dtype=bottom[0].data.dtype)
+        self._scale = None    # the Scale this layer is fused with (see fuse_next)
+        self._bottom_grad = bottom[0].grad.reshape(self.dims)
+
+    def fuse_next(self, nxt, bottom, top, nxt_bottom, nxt_top):
+        # BatchNorm on batch statistics, then an in-place per-channel Scale with a learned
+        # gamma (Caffe's way of writing PyTorch's BatchNorm2d): this layer writes only xnorm,
+        # the Scale computes its top from xnorm, and the Scale's backward gives this layer's
+        # bottom gradient directly (both gradients share their two sums over N and S).  Two
+        # full passes fewer each way, and no copy of xnorm kept by the Scale.
+        if (self._xnorm is None or not isinstance(nxt, Scale) or nxt.two or nxt.dims != self.dims
+                or nxt_bottom[0].data.dtype != self._xnorm.dtype):
+            return False
+        self._scale = nxt
+        self.algo = f"fused with {nxt.name}"   # shown by netspec time
+        nxt.fuse_batchnorm(self)
+        return True
 
     def forward(self, bottom, top):
         x, y = bottom[0].data.reshape(self.dims), top[0].data.reshape(self.dims)
@@ -162,10 +178,13 @@ class BatchNorm(Layer):
         np.add(self._var, self.eps, out=self._inv_std)
         np.sqrt(self._inv_std, out=self._inv_std)
         np.reciprocal(self._inv_std, out=self._inv_std)
+        if self._scale is not None:   # the Scale writes the top
+            self.K.batchnorm_normalize(self._xnorm, x, self._mean, self._inv_std)
+            return
         self.K.batchnorm_forward(y, y if self._xnorm is None else self._xnorm, x, self._mean, self._inv_std)
 
     def backward(self, top, propagate_down, bottom):
-        if not propagate_down[0]:
+        if not propagate_down[0] or self._scale is not None:   # fused: the Scale did it
             return
         dx, dy = bottom[0].grad.reshape(self.dims), top[0].grad.reshape(self.dims)
         if self.use_global:
@@ -311,36 +330,59 @@ class Scale(Layer):
         # in place, the gradient of gamma needs the input forward overwrote (as Caffe's temp_)
         in_place = top[0] is bottom[0] or np.shares_memory(top[0].data, bottom[0].data)
         self._x = np.empty(self.dims, dtype=dtype) if in_place else None
+        self._bn = None       # the BatchNorm before this layer, when fused with it
+
+    def fuse_batchnorm(self, bn) -> None:
+        """Run fused with the BatchNorm before: x is its kept xnorm, and backward goes through it."""
+        self._bn = bn
+        self._x = None
+        self.algo = f"fused with {bn.name}"
 
     def _gamma(self, bottom) -> np.ndarray:
         return (bottom[1].data if self.two else self.params["scale"].data).reshape(-1)
 
     def forward(self, bottom, top):
         x, y = bottom[0].data.reshape(self.dims), top[0].data.reshape(self.dims)
-        if self._x is not None:
-            np.copyto(self._x, x)
-        if self.bias:
+        if self._bn is not None:
+            x = self._bn._xnorm
+        if self._x is not None:  # in place: keep x while writing y
+            bias = self.params["bias"].data.reshape(-1) if self.bias else self._dbias
+            self.K.scale_keep_forward(y, self._x, x, self._gamma(bottom), bias, self.bias)
+        elif self.bias:
             self.K.scale_bias_forward(y, x, self._gamma(bottom), self.params["bias"].data.reshape(-1))
         else:
             self.K.scale_forward(y, x, self._gamma(bottom))
 
     def backward(self, top, propagate_down, bottom):
         dy = top[0].grad.reshape(self.dims)
-        if self.bias:  # before dx, which may be dy
-            self.K.bias_backward(self._dbias, dy)
-            self.params["bias"].grad.reshape(-1)[...] += self._dbias
+        if self._bn is not None:
+            self._backward_with_batchnorm(dy)
+            return
         need_dx = bool(propagate_down[0])
         need_dgamma = not self.two or bool(propagate_down[1])
-        if not (need_dx or need_dgamma):
+        if not (need_dx or need_dgamma or self.bias):
             return
         x = self._x if self._x is not None else bottom[0].data.reshape(self.dims)
-        self.K.scale_backward(bottom[0].grad.reshape(self.dims), self._dscale, dy, x, self._gamma(bottom),
-                              need_dx, need_dgamma)
+        # one kernel: the sums for gamma and beta in one pass over dy, then dx (which may be dy)
+        self.K.scale_backward(bottom[0].grad.reshape(self.dims), self._dscale, self._dbias, dy, x,
+                              self._gamma(bottom), need_dx, need_dgamma, self.bias)
+        if self.bias:
+            self.params["bias"].grad.reshape(-1)[...] += self._dbias
         if need_dgamma:
             if self.two:
                 bottom[1].grad.reshape(-1)[...] = self._dscale
             else:
                 self.params["scale"].grad.reshape(-1)[...] += self._dscale
+
+
+    def _backward_with_batchnorm(self, dy) -> None:
+        bn = self._bn
+        need_dx = bool(bn.need_backward and bn.propagate_down[0])
+        self.K.batchnorm_scale_backward(bn._bottom_grad, self._dscale, self._dbias, dy, bn._xnorm,
+                                        self._gamma(None), bn._inv_std, need_dx)
+        self.params["scale"].grad.reshape(-1)[...] += self._dscale
+        if self.bias:
+            self.params["bias"].grad.reshape(-1)[...] += self._dbias
 
 
 @register("Bias")

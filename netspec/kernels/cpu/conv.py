@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from netspec.kernels.cpu.reduce import row_sum
 from netspec.kernels.jit import njit, pjit, prange
 
 
@@ -226,14 +227,10 @@ def bias_forward(out, bias):
 def bias_backward(dbias, dout):
     # dbias: (M,) += the sum of dout (nb, M, P) over n and p (accumulated in float64)
     nb, m, p = dout.shape
-    df = dout.reshape(-1)
-    up = np.uint64(p)
     for k in prange(m):
         s = 0.0
         for n in range(nb):
-            d0 = np.uint64((n * m + k) * p)
-            for t in range(up):
-                s += df[d0 + t]
+            s += row_sum(dout[n, k])
         dbias[k] += s
 
 
