@@ -142,6 +142,8 @@ class BatchNorm(Layer):
         # the normalized input for backward: top 0 may be overwritten by a later in-place layer
         self._xnorm = None if self.use_global else np.empty(self.dims, dtype=bottom[0].data.dtype)
         self._scale = None    # the Scale this layer is fused with (see fuse_next)
+        self._ones = np.ones(c, dtype=bottom[0].data.dtype)      # gamma when alone
+        self._sums = np.empty((2, c), dtype=bottom[0].data.dtype)  # gamma's and beta's, unused alone
         self._bottom_grad = bottom[0].grad.reshape(self.dims)
 
     def fuse_next(self, nxt, bottom, top, nxt_bottom, nxt_top):
@@ -190,7 +192,8 @@ class BatchNorm(Layer):
         if self.use_global:
             self.K.scale_forward(dx, dy, self._inv_std)   # the statistics are constants here
         else:
-            self.K.batchnorm_backward(dx, dy, self._xnorm, self._inv_std)
+            self.K.batchnorm_backward(dx, self._sums[0], self._sums[1], dy, self._xnorm, self._ones,
+                                      self._inv_std, True)
 
 
 @register("MVN")
@@ -378,7 +381,7 @@ class Scale(Layer):
     def _backward_with_batchnorm(self, dy) -> None:
         bn = self._bn
         need_dx = bool(bn.need_backward and bn.propagate_down[0])
-        self.K.batchnorm_scale_backward(bn._bottom_grad, self._dscale, self._dbias, dy, bn._xnorm,
+        self.K.batchnorm_backward(bn._bottom_grad, self._dscale, self._dbias, dy, bn._xnorm,
                                         self._gamma(None), bn._inv_std, need_dx)
         self.params["scale"].grad.reshape(-1)[...] += self._dscale
         if self.bias:

@@ -193,28 +193,6 @@ def batchnorm_forward(out, xnorm, inp, mean, inv_std):
 
 
 @pjit
-def batchnorm_backward(dinp, dout, xnorm, inv_std):
-    # dinp, dout, xnorm: (N, C, S); inv_std: (C,); batch-statistics gradient
-    # dx = (dy - mean(dy) - mean(dy * y) * y) * inv_std, means over N and S
-    n, c, s = dout.shape
-    m = n * s
-    for ch in prange(c):
-        s1 = 0.0
-        s2 = 0.0
-        for b in range(n):
-            a, d = row_sum_dot(dout[b, ch], xnorm[b, ch])
-            s1 += a
-            s2 += d
-        m1 = s1 / m
-        m2 = s2 / m
-        r = inv_std[ch]
-        for b in range(n):
-            dr, gr, zr = dinp[b, ch], dout[b, ch], xnorm[b, ch]
-            for i in range(s):
-                dr[i] = (gr[i] - m1 - m2 * zr[i]) * r
-
-
-@pjit
 def batchnorm_normalize(xnorm, inp, mean, inv_std):
     # xnorm, inp: (N, C, S); mean, inv_std: (C,); xnorm = (x - mean) * inv_std only (fused
     # with a Scale, which writes the top from xnorm)
@@ -230,11 +208,11 @@ def batchnorm_normalize(xnorm, inp, mean, inv_std):
 
 
 @pjit
-def batchnorm_scale_backward(dinp, dscale, dbias, dout, xnorm, scale, inv_std, need_dinp):
-    # BatchNorm (batch statistics) then Scale with bias, in one pass: dout is the gradient of
-    # y = xnorm * scale + bias; dscale = sum dy * xnorm, dbias = sum dy (written) and
-    # dx = scale * inv_std * (dy - mean(dy) - mean(dy * xnorm) * xnorm), means over N and S.
-    # dinp may be dout.
+def batchnorm_backward(dinp, dscale, dbias, dout, xnorm, scale, inv_std, need_dinp):
+    # The batch-statistics gradient of y = xnorm * scale + bias: BatchNorm alone (scale 1), or
+    # fused with the Scale after it.  dscale = sum dy * xnorm and dbias = sum dy are written
+    # (the Scale's param gradients) and dx = scale * inv_std * (dy - mean(dy) - mean(dy *
+    # xnorm) * xnorm), means over N and S, from one pass for both sums.  dinp may be dout.
     n, c, s = dout.shape
     m = n * s
     for ch in prange(c):
