@@ -308,3 +308,18 @@ def test_a_bad_update_names_the_params_it_spoiled(tmp_path):
     assert "training stopped at iteration 3: the update (lr 0.1) made params NaN/Inf, first in layer 'ip2' " \
            "(ip2/bias)" in msg
     assert "tiny_iter_2.solverstate.safetensors, is kept" in msg
+
+
+def test_a_run_folder_given_on_the_command_line_beats_the_snapshot_prefix_folder(tmp_path):
+    from netspec.solvers.run import train
+
+    f = tmp_path / "net.yaml"
+    f.write_text(net_text({"base_lr": 0.1, "lr_policy": "fixed", "max_iter": 2, "random_seed": 5,
+                           "snapshot_prefix": "elsewhere/lenet"}, LAYERS))
+    assert train(f, run_dir=tmp_path / "mine", progress=False, echo=lambda _: None) == 0
+    assert (tmp_path / "mine" / "lenet_iter_2.safetensors").exists()
+    assert not (tmp_path / "elsewhere").exists()
+    # without --run-dir the solver's folder is used, as in Caffe
+    s, _ = make(tmp_path / "b", max_iter=1, snapshot_prefix="elsewhere/lenet")
+    s.solve()
+    assert (tmp_path / "b" / "elsewhere" / "lenet_iter_1.safetensors").exists()

@@ -27,8 +27,8 @@ def _progress(quiet: bool) -> bool:
               "(several, comma-separated, are applied in order)")
 @click.option("--resume", metavar="STATE", help="continue from a .solverstate.safetensors file, or 'latest' "
               "(the newest in the run folder)")
-@click.option("--run-dir", type=click.Path(file_okay=False), help="where logs and snapshots go "
-              "[default: runs/<net name>/<timestamp>]")
+@click.option("--run-dir", type=click.Path(file_okay=False), help="where logs and snapshots go, even when "
+              "the solver sets snapshot_prefix (its file name part is kept) [default: runs/<net name>/<timestamp>]")
 @opt.stage
 @opt.level
 @click.option("--seed", type=int, default=None, help="override the solver's random_seed")

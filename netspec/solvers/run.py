@@ -98,7 +98,7 @@ def train(file: str | os.PathLike, *, solver: str | None = None, weights: str | 
         log.warning(str(w))
     s = None
     try:
-        s = Solver(training, rdir, log, progress=progress, seed=seed)
+        s = Solver(training, rdir, log, progress=progress, seed=seed, snapshots_in_run_dir=run_dir is not None)
         log.info(f"Run folder: {rdir}")
         if state is not None:
             s.restore(state[0], loaded=state[1])

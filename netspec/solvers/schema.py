@@ -125,7 +125,7 @@ PROPERTIES: dict[str, dict] = {
     "display": T.integer(0, default=0, desc="log every this many iterations (0: never)"),
     "debug_info": T.boolean(False, "log per-layer data and gradient magnitudes when displaying"),
     "snapshot": T.integer(0, default=0, desc="snapshot every this many iterations (0: never)"),
-    "snapshot_prefix": T.string(desc="snapshot files start with this (default <run dir>/<net name>)"),
+    "snapshot_prefix": T.string(desc="snapshot files start with this (default <run dir>/<net name>; netspec train --run-dir keeps the name and moves them there)"),
     "snapshot_diff": T.boolean(False, "also save the gradients in the weights file"),
     "snapshot_format": T.enum(("BINARYPROTO", "HDF5"), desc="accepted for Caffe files; netspec always "
                                                             "writes safetensors"),

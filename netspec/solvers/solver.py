@@ -80,13 +80,16 @@ class Solver:
     """A train net, its test nets, the schedule and the update rule; ``solve()`` trains."""
 
     def __init__(self, training: Training, run_dir: Path | None = None, log: RunLog | None = None,
-                 progress: bool = False, dtype=np.float32, seed: int | None = None):
+                 progress: bool = False, dtype=np.float32, seed: int | None = None,
+                 snapshots_in_run_dir: bool = False):
         from netspec.api import compile_net
         from netspec.core.net import Net
 
         self.training = training
         self.cfg = cfg = training.solver
         self.run_dir = run_dir
+        # a run folder given on the command line beats the folder of the solver's snapshot_prefix
+        self.snapshots_in_run_dir = snapshots_in_run_dir and run_dir is not None
         self.log = log or RunLog(None, echo=None)
         self.progress = progress
         self.dtype = np.dtype(dtype)
@@ -156,6 +159,8 @@ class Solver:
             if str(cfg["snapshot_prefix"]).endswith(("/", os.sep)) or p.is_dir():
                 # Caffe appends the solver file's stem here; the net name matches the default prefix
                 p = p / self.net_name
+            if self.snapshots_in_run_dir:   # keep the file names, in the folder asked for
+                return self.run_dir / p.name
             return p
         base = self.run_dir if self.run_dir is not None else Path(".")
         return base / self.net_name
