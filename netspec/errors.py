@@ -95,6 +95,10 @@ class SolverError(NetspecError):
     """A solver configuration cannot be run, or training cannot go on."""
 
 
+class DeviceError(NetspecError):
+    """A device that was asked for cannot be used: no driver, no package, no such GPU."""
+
+
 class ZooError(NetspecError):
     """A model-zoo entry is missing, corrupt, or fails verification."""
 

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from netspec.core import device as D
 from netspec.core.blob import Blob
 from netspec.core.fillers import fill
 from netspec.core.layer import layer_class
@@ -44,12 +45,21 @@ class LayerHarness:
 
     ``params`` maps param names to initial values (default: the layer's fillers, or standard
     normal values with ``random_params=True``, which makes gradient checks meaningful).
-    ``inplace=True`` makes top 0 the same blob as bottom 0.
+    ``inplace=True`` makes top 0 the same blob as bottom 0.  ``device="cuda"`` runs the layer on
+    the GPU (or the simulator): blobs and params live there, and every array the harness
+    returns is a host copy, so results compare directly with a CPU harness.
     """
 
     def __init__(self, fields: dict, bottoms: Sequence[np.ndarray], *, phase: str = "TRAIN",
                  dtype=np.float64, seed: int = 0, params: dict[str, np.ndarray] | None = None,
-                 random_params: bool = False, inplace: bool = False, validate: bool = True):
+                 random_params: bool = False, inplace: bool = False, validate: bool = True,
+                 device: "str | D.Device | None" = None):
+        self.device = D.resolve(device) if device is not None else D.current()
+        with D.use(self.device):
+            self._build(fields, bottoms, phase, dtype, seed, params, random_params, inplace, validate)
+
+    def _build(self, fields, bottoms, phase, dtype, seed, params, random_params, inplace, validate):
+        dev = self.device
         f = dict(fields)
         f.setdefault("name", "layer")
         f.setdefault("bottom", [f"b{i}" for i in range(len(bottoms))])
@@ -65,7 +75,8 @@ class LayerHarness:
         self.dtype = np.dtype(dtype)
         self.seed = seed
         self.inputs = [np.array(b, dtype=self.dtype) for b in bottoms]
-        self.bottom = [Blob(name, x.copy()) for name, x in zip(self.spec.get("bottom", []), self.inputs)]
+        self.bottom = [Blob(name, dev.asarray(x.copy()), dev.zeros(x.shape, self.dtype))
+                       for name, x in zip(self.spec.get("bottom", []), self.inputs)]
         shapes = [x.shape for x in self.inputs]
         self.top_shapes = [tuple(s) for s in self.layer.reshape(shapes)]
         pshapes = self.layer.param_shapes(shapes)
@@ -80,7 +91,7 @@ class LayerHarness:
                 data[...] = rng.normal(size=shp)
             else:
                 fill(data, fillers.get(name, {"type": "constant"}), rng)
-            self.params[name] = Blob(name, data)
+            self.params[name] = Blob(name, dev.asarray(data), dev.zeros(shp, self.dtype))
         self.top: list[Blob] = []
         for j, (t, s) in enumerate(zip(self.spec["top"], self.top_shapes)):
             if j < len(self.bottom) and self.spec.get("bottom", [])[j] == t:
@@ -88,9 +99,9 @@ class LayerHarness:
             elif self.layer.view and j == 0:
                 self.top.append(Blob(t, self.bottom[0].data.reshape(s), self.bottom[0].grad.reshape(s)))
             elif cls.type == "Split":
-                self.top.append(Blob(t, self.bottom[0].data, np.zeros(s, self.dtype)))
+                self.top.append(Blob(t, self.bottom[0].data, dev.zeros(s, self.dtype)))
             else:
-                self.top.append(Blob.zeros(t, s, self.dtype))
+                self.top.append(Blob(t, dev.zeros(s, self.dtype), dev.zeros(s, self.dtype)))
         self.layer.params = self.params
         self.reset_rng()
         self.layer.setup(self.bottom, self.top)
@@ -100,15 +111,16 @@ class LayerHarness:
 
     def reset_inputs(self) -> None:
         for b, x in zip(self.bottom, self.inputs):
-            b.data[...] = x
+            D.copy_in(b.data, x)
 
     def forward(self, reset_rng: bool = True) -> list[np.ndarray]:
-        """Forward on the original inputs; copies of the tops."""
+        """Forward on the original inputs; copies of the tops (host arrays)."""
         self.reset_inputs()
         if reset_rng:
             self.reset_rng()
-        self.layer.forward(self.bottom, self.top)
-        return [t.data.copy() for t in self.top]
+        with D.use(self.device):
+            self.layer.forward(self.bottom, self.top)
+        return [D.to_host(t.data).copy() for t in self.top]
 
     def backward(self, top_grads: Sequence[np.ndarray], propagate_down: Sequence[bool] | None = None,
                  clear_params: bool = True) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
@@ -117,10 +129,12 @@ class LayerHarness:
             for p in self.params.values():
                 p.grad[...] = 0
         for t, g in zip(self.top, top_grads):
-            t.grad[...] = g
+            D.copy_in(t.grad, g)
         pd = list(propagate_down) if propagate_down is not None else self.default_propagate()
-        self.layer.backward(self.top, pd, self.bottom)
-        return [b.grad.copy() for b in self.bottom], {k: p.grad.copy() for k, p in self.params.items()}
+        with D.use(self.device):
+            self.layer.backward(self.top, pd, self.bottom)
+        return ([D.to_host(b.grad).copy() for b in self.bottom],
+                {k: D.to_host(p.grad).copy() for k, p in self.params.items()})
 
     def default_propagate(self) -> list[bool]:
         return [j not in self.layer.no_grad_bottoms and self.layer.differentiable for j in range(len(self.bottom))]

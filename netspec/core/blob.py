@@ -1,4 +1,7 @@
-"""A Blob: a named N-D array and its gradient, both C-contiguous views the Net owns."""
+"""A Blob: a named N-D array and its gradient, both C-contiguous views the Net owns.
+
+On a GPU both are device arrays (``netspec.core.device``); ``Blob.zeros`` allocates on the
+current device."""
 
 from __future__ import annotations
 
@@ -17,7 +20,9 @@ class Blob:
 
     @classmethod
     def zeros(cls, name: str, shape, dtype=np.float32) -> "Blob":
-        return cls(name, np.zeros(shape, dtype=dtype), np.zeros(shape, dtype=dtype))
+        from netspec.core.device import zeros
+
+        return cls(name, zeros(shape, dtype), zeros(shape, dtype))
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -5,6 +5,10 @@ top's gradient with its loss weight and runs the layers that need it in reverse.
 values live in ``param_data`` and their gradients in ``param_grad`` (one flat array each), so
 clearing gradients, a solver update and a snapshot are each one operation over one buffer.
 A test net shares the train net's params by ``layer/param`` key (``share_from=``).
+
+``device=`` puts the net on a GPU: every blob, both arenas and the layers' scratch buffers
+live there (params are filled on the host from the same generator, then copied over once, so
+a CPU and a GPU net with one seed start from the same weights).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from netspec.core import device as D
 from netspec.core.blob import Blob
 from netspec.core.fillers import fill
 from netspec.graph.plan import LayerPlan, ParamInfo, Plan
@@ -48,7 +53,15 @@ class Param:
 
 
 class Net:
-    def __init__(self, plan: Plan, dtype=np.float32, seed: int = 0, share_from: "Net | None" = None):
+    def __init__(self, plan: Plan, dtype=np.float32, seed: int = 0, share_from: "Net | None" = None,
+                 device: "str | D.Device | None" = None):
+        if device is None:
+            device = share_from.device if share_from is not None else D.current()
+        self.device = D.resolve(device)
+        with D.use(self.device):
+            self._build(plan, dtype, seed, share_from)
+
+    def _build(self, plan: Plan, dtype, seed: int, share_from: "Net | None") -> None:
         self.plan = plan
         self.dtype = np.dtype(dtype)
         self.phase = plan.phase
@@ -76,12 +89,15 @@ class Net:
         # costs more than it saves, and waits for the second core whenever the machine's
         # scheduler gives it to another process (PyTorch likewise runs ops of fewer than
         # 32,768 elements serially)
-        self._serial = [lp.type not in _SPLITS_ITSELF
+        self._serial = [lp.type not in _SPLITS_ITSELF and not self.device.is_cuda
                         and max([b.count for b in bottoms + tops] or [0]) < PARALLEL_GRAIN
                         for lp, bottoms, tops in self._steps]
-        from netspec.kernels.jit import get_num_threads, set_num_threads
+        if self.device.is_cuda:   # GPU kernels: the CPU thread count is not theirs to change
+            self._threads = (lambda: 1, lambda n: None)
+        else:
+            from netspec.kernels.jit import get_num_threads, set_num_threads
 
-        self._threads = (get_num_threads, set_num_threads)
+            self._threads = (get_num_threads, set_num_threads)
 
     # ---- allocation --------------------------------------------------------------------
     def _alloc_params(self, share_from: "Net | None") -> None:
@@ -98,14 +114,19 @@ class Net:
             elif p.owner is None:
                 own.append(p)
         total = sum(p.size for p in own)
-        self.param_data = np.zeros(total, dtype=self.dtype)
-        self.param_grad = np.zeros(total, dtype=self.dtype)
+        host = np.zeros(total, dtype=self.dtype)    # filled here, then copied to the device once
+        offset = 0
+        for p in own:
+            fill(host[offset:offset + p.size].reshape(p.shape), p.filler, self.rng)
+            offset += p.size
+        dev = self.device
+        self.param_data = dev.asarray(host) if dev.is_cuda else host
+        self.param_grad = dev.zeros(total, self.dtype)
         offset = 0
         for p in own:
             n = p.size
             blob = Blob(p.key, self.param_data[offset:offset + n].reshape(p.shape),
                         self.param_grad[offset:offset + n].reshape(p.shape))
-            fill(blob.data, p.filler, self.rng)
             self.params[p.key] = blob
             self.learnable.append(Param(p, blob, offset))
             offset += n
@@ -125,7 +146,7 @@ class Net:
                     blob = Blob(t, src.data.reshape(shape), src.grad.reshape(shape))
                 elif lp.type == "Split":
                     src = bottoms[0]
-                    blob = Blob(t, src.data, np.zeros(shape, dtype=self.dtype))
+                    blob = Blob(t, src.data, self.device.zeros(shape, self.dtype))
                 else:
                     blob = Blob.zeros(t, shape, self.dtype)
                 self.blobs[t] = blob
@@ -147,7 +168,7 @@ class Net:
                 lp.layer.forward(bottoms, tops)
                 for j, w in enumerate(lp.loss_weights):
                     if w:
-                        loss += w * float(tops[j].data.sum())
+                        loss += w * float(tops[j].data.sum())   # (a GPU waits for its result here)
         finally:
             if cur != threads:
                 put(threads)
@@ -195,10 +216,11 @@ class Net:
         return {name: self.blobs[name].data for name in self.plan.outputs}
 
     def set_input(self, name: str, value) -> None:
-        self.blobs[name].data[...] = value
+        D.copy_in(self.blobs[name].data, value)
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Every param this net owns, by ``layer/param`` key (views, not copies)."""
+        """Every param this net owns, by ``layer/param`` key (views, not copies: device arrays
+        on a GPU; ``netspec.core.device.to_host`` copies one to the host)."""
         return {p.key: p.blob.data for p in self.learnable}
 
     @property

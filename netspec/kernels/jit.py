@@ -51,3 +51,32 @@ def set_num_threads(n: int) -> None:
 
 def get_num_threads() -> int:
     return numba.get_num_threads()
+
+
+# ---- CUDA ----------------------------------------------------------------------------------
+# numba-cuda is imported only by the CUDA kernel modules (``netspec.kernels.cuda.*``), through
+# these two functions, so that the CPU path never pays for it.
+
+def cuda_module():
+    """``numba.cuda`` (numba-cuda's target, or its simulator under NUMBA_ENABLE_CUDASIM=1)."""
+    from numba import cuda
+
+    return cuda
+
+
+def cuda_kernel(fn=None, **kw):
+    """A ``@cuda.jit`` kernel: compiled on first launch for its argument types and cached on
+    disk like the CPU kernels (the simulator runs it as Python).  ``fastmath`` stays off, so
+    that results match the CPU kernels to rounding where the order of operations is the same."""
+    import os
+
+    sim = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+    opts = {} if sim else {"cache": True, "fastmath": False}
+    opts.update(kw)
+    deco = cuda_module().jit(**opts)
+    return deco(fn) if fn is not None else deco
+
+
+def cuda_device(fn):
+    """A ``@cuda.jit(device=True)`` function callable from kernels (inlined by the compiler)."""
+    return cuda_module().jit(device=True)(fn)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from netspec.core import device as D
 from netspec.core.device import kernels
 from netspec.core.layer import Layer, count, register
 from netspec.errors import DataError
@@ -154,12 +155,17 @@ class Dropout(Layer):
         self.train = self.phase == "TRAIN"   # the layer's own phase, as Caffe
         # the uniform draws of the last forward, the mask that backward reuses; float64 whatever
         # the blob dtype, so that a float32 and a float64 net with one seed drop the same units
+        # (drawn on the host, so that a GPU net drops the units a CPU net with that seed does,
+        # and copied over: the device's copy is the array itself on the CPU)
         self._rand = np.empty(bottom[0].count) if self.train else None
+        self._rand_d = D.asarray(self._rand) if self.train else None
 
     def forward(self, bottom, top):
         if self.train:
             self.rng.random(out=self._rand)
-            self.K.dropout_forward(top[0].data.reshape(-1), bottom[0].data.reshape(-1), self._rand,
+            if self._rand_d is not self._rand:
+                D.copy_in(self._rand_d, self._rand)
+            self.K.dropout_forward(top[0].data.reshape(-1), bottom[0].data.reshape(-1), self._rand_d,
                                    self.ratio, self.scale)
         elif top[0].data is not bottom[0].data:
             np.copyto(top[0].data, bottom[0].data)
@@ -168,7 +174,7 @@ class Dropout(Layer):
         if not propagate_down[0]:
             return
         if self.train:
-            self.K.dropout_backward(bottom[0].grad.reshape(-1), top[0].grad.reshape(-1), self._rand,
+            self.K.dropout_backward(bottom[0].grad.reshape(-1), top[0].grad.reshape(-1), self._rand_d,
                                     self.ratio, self.scale)
         elif bottom[0].grad is not top[0].grad:
             np.copyto(bottom[0].grad, top[0].grad)

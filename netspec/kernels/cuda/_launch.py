@@ -1,0 +1,55 @@
+"""How kernels are launched: grid sizes, and the simulator's check that every array is a
+device array.
+
+Kernels loop with a grid stride (``for i in range(start, n, step)``), so any grid covers any
+size: on a GPU ``config(n)`` gives 256-thread blocks enough for every element (capped at 16
+blocks per multiprocessor's worth, past which the stride loop does the rest); under the
+simulator, where each thread is a Python thread, it gives 2 blocks of 4 threads.
+"""
+
+from __future__ import annotations
+
+from netspec.kernels.cuda import simulated
+
+THREADS = 256
+MAX_BLOCKS = 132 * 16          # an H100/H200 has 132 multiprocessors
+SIM = simulated()
+
+
+def config(n: int, threads: int = THREADS) -> tuple[int, int]:
+    """(blocks, threads per block) for ``n`` independent items."""
+    if SIM:
+        return (2, 4) if n > 4 else (1, max(1, n))
+    return max(1, min(MAX_BLOCKS, -(-n // threads))), threads
+
+
+def launch(kernel, n: int, *args) -> None:
+    """Run ``kernel(*args)`` over ``n`` items (nothing for ``n == 0``)."""
+    if n <= 0:
+        return
+    if SIM:
+        check_device_args(kernel, args)
+    blocks, threads = config(n)
+    kernel[blocks, threads](*args)
+
+
+def launch_blocks(kernel, blocks: int, threads: int, *args) -> None:
+    """Run ``kernel`` with an explicit grid (kernels that cooperate within a block)."""
+    if blocks <= 0:
+        return
+    if SIM:
+        check_device_args(kernel, args)
+        blocks = min(blocks, 2)
+    kernel[blocks, threads](*args)
+
+
+def check_device_args(kernel, args) -> None:
+    """Under the simulator, refuse host arrays: on a GPU each would be copied over and back at
+    every launch (or, written by the kernel, lose its results)."""
+    from netspec.kernels.cuda._sim import is_host
+
+    for k, a in enumerate(args):
+        if is_host(a):
+            name = getattr(kernel, "__name__", None) or getattr(getattr(kernel, "py_func", None), "__name__", "kernel")
+            raise TypeError(f"{name}: argument {k} is a host array {a.shape} {a.dtype}; kernels take "
+                            f"device arrays (netspec.core.device.empty/asarray)")
