@@ -108,11 +108,10 @@ def test_momentum_must_be_zero_for_adagrad_and_rmsprop(tmp_path):
         load_solver(write(tmp_path, "s.yaml", GOOD + f"type: {rule}\nmomentum: 0\n"))
 
 
-def test_gpu_mode_is_a_clear_error(tmp_path):
+def test_gpu_mode_is_read_like_caffe(tmp_path):
     write(tmp_path, "net.yaml", NET)
-    with pytest.raises(SolverError, match="solver_mode GPU is not available") as e:
-        load_solver(write(tmp_path, "s.yaml", GOOD + "solver_mode: GPU\n"))
-    assert e.value.line == 5
+    s = load_solver(write(tmp_path, "s.yaml", GOOD + "solver_mode: GPU\ndevice_id: 1\n"))
+    assert (s["solver_mode"], s["device_id"]) == ("GPU", 1)
     assert load_solver(write(tmp_path, "s.yaml", GOOD + "solver_mode: CPU\n"))["solver_mode"] == "CPU"
 
 

@@ -36,9 +36,9 @@ from netspec.errors import ErrorList, NetspecError, SpecError, raise_all
 NET_FILE_KEYS = ("net", "train_net", "test_net")
 NET_INLINE_KEYS = ("net_param", "train_net_param", "test_net_param")
 DROPPED = {
-    "solver_mode": "netspec trains on the CPU here and picks devices itself; Caffe's CLI used the GPU only "
-                   "when solver_mode was set",
-    "device_id": "netspec picks devices itself",
+    "solver_mode": "the device is chosen when training (netspec train --device cuda), so that the "
+                   "converted solver runs on machines with and without a GPU",
+    "device_id": "the device is chosen when training (--device cuda:N)",
     "snapshot_format": "netspec always writes one self-describing safetensors snapshot",
     "layer_wise_reduce": "a multi-GPU communication setting; netspec trains on one device",
 }

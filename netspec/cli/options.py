@@ -14,3 +14,7 @@ stage = click.option("--stage", "stages", multiple=True, metavar="NAME",
                      help="a NetState stage (repeat for several)")
 
 level = click.option("--level", type=int, default=None, help="the NetState level")
+
+device = click.option("--device", metavar="DEV", default=None,
+                      help="cpu, cuda or cuda:N (a GPU needs the [cuda] extra) [default: the solver's "
+                           "solver_mode/device_id, or $NETSPEC_DEVICE, else cpu]")

@@ -112,9 +112,11 @@ def decode(raw: bytes, name: str = "<bytes>") -> tuple[dict[str, np.ndarray], di
 def save_weights(path: str | os.PathLike, net, metadata: dict[str, str] | None = None,
                  with_diff: bool = False) -> Path:
     """The params a net owns, as float32 under ``<layer>/<param>`` (plus ``diff/...`` with_diff)."""
-    tensors = {p.key: p.blob.data.astype(np.float32) for p in net.learnable}
+    from netspec.core.device import to_host
+
+    tensors = {p.key: to_host(p.blob.data).astype(np.float32) for p in net.learnable}
     if with_diff:
-        tensors.update({DIFF_PREFIX + p.key: p.blob.grad.astype(np.float32) for p in net.learnable})
+        tensors.update({DIFF_PREFIX + p.key: to_host(p.blob.grad).astype(np.float32) for p in net.learnable})
     meta = {"format": WEIGHTS_FORMAT}
     meta.update(metadata or {})
     return write_safetensors(path, tensors, meta)
@@ -195,6 +197,8 @@ def copy_weights(net, source: dict[str, np.ndarray], source_name: str, reinit: I
     A shape mismatch on a layer no ``reinit`` glob names raises one WeightsError listing
     every such param, with Caffe's advice to rename the layer.
     """
+    from netspec.core.device import copy_in
+
     reinit = list(reinit)
     report = Transfer(source_name)
     mismatches: list[str] = []
@@ -215,7 +219,7 @@ def copy_weights(net, source: dict[str, np.ndarray], source_name: str, reinit: I
                               f"shape {list(src.shape)} ({src.size} values), this net needs {list(shape)} "
                               f"({p.blob.data.size})")
             continue
-        p.blob.data[...] = np.asarray(src, dtype=p.blob.data.dtype).reshape(shape)
+        copy_in(p.blob.data, np.asarray(src, dtype=p.blob.data.dtype).reshape(shape))
         report.rows.append(Row(p.key, shape, "copied", tuple(src.shape), frozen))
     for key in source:
         layer = key.split("/", 1)[0]

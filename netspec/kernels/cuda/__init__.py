@@ -98,10 +98,12 @@ def _open(index: int) -> Runtime:
     else:
         why = ""
     if not usable:
-        try:
-            cuda.detect()
-        except Exception as e:  # noqa: BLE001
-            why = why or str(e)
+        if not why:
+            try:
+                cuda.cudadrv.driver.driver.get_device_count()
+            except Exception as e:  # noqa: BLE001
+                why = str(e)
+        why = " ".join(why.split()).strip(" :")   # one paragraph
         raise DeviceError("--device cuda: no usable NVIDIA GPU: the CUDA driver was not found or "
                           "found no device" + (f" ({why.strip()})" if why else "") + "; check "
                           "nvidia-smi, or train on the CPU (--device cpu)")
