@@ -6,7 +6,9 @@ else; none of them imports numba.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -160,8 +162,9 @@ def summary_totals(p: Plan, rows: list[dict]) -> dict:
 
 
 def build_net(net: NetSpec, phase: str = "TRAIN", *, level: int | None = None, stages: Iterable[str] | None = None,
-              dtype=None, seed: int = 0, dummy_data: bool = False, share_from=None):
-    """A runnable ``Net`` for one phase (imports numpy kernels; numba compiles on first use)."""
+              dtype=None, seed: int = 0, dummy_data: bool = False, share_from=None, device=None):
+    """A runnable ``Net`` for one phase (imports numpy kernels; numba compiles on first use);
+    ``device``: cpu, cuda or cuda:N (default: the current device)."""
     import numpy as np
 
     from netspec.core.net import Net
@@ -170,39 +173,74 @@ def build_net(net: NetSpec, phase: str = "TRAIN", *, level: int | None = None, s
     spec = phase_net(net, phase, level, stages)
     if dummy_data:
         spec = with_dummy_data(spec)
-    return Net(plan(insert_splits(spec)), dtype=dtype or np.float32, seed=seed, share_from=share_from)
+    return Net(plan(insert_splits(spec)), dtype=dtype or np.float32, seed=seed, share_from=share_from,
+               device=device)
 
 
 def time_net(n, iterations: int = 50, warmup: int = 1) -> list[dict]:
     """Per-layer forward and backward milliseconds (averaged), after ``warmup`` passes.
 
     Like ``caffe time``: each layer is timed alone, in order, forward then backward in reverse.
+    On a GPU each layer's time is measured on the device with CUDA events (kernels run
+    asynchronously, so a host clock would time the launches, not the work).
     """
-    import time
+    from netspec.core.device import use
 
     for _ in range(warmup):
         n.forward()
         n.backward()
     fwd = [0.0] * len(n.steps)
     bwd = [0.0] * len(n.steps)
-    for _ in range(iterations):
-        for i, (lp, bottoms, tops) in enumerate(n.steps):
-            t0 = time.perf_counter()
-            lp.layer.forward(bottoms, tops)
-            fwd[i] += time.perf_counter() - t0
-        for lp, bottoms, tops in n.steps:
-            for j, w in enumerate(lp.loss_weights):
-                if w:
-                    tops[j].grad[...] = w
-        for i in range(len(n.steps) - 1, -1, -1):
-            lp, bottoms, tops = n.steps[i]
-            if lp.need_backward:
-                t0 = time.perf_counter()
-                lp.layer.backward(tops, lp.bottom_need_backward, bottoms)
-                bwd[i] += time.perf_counter() - t0
+    clock = _Clock(n.device)
+    with use(n.device):
+        for _ in range(iterations):
+            for i, (lp, bottoms, tops) in enumerate(n.steps):
+                with clock.span() as got:
+                    lp.layer.forward(bottoms, tops)
+                fwd[i] += got()
+            for lp, bottoms, tops in n.steps:
+                for j, w in enumerate(lp.loss_weights):
+                    if w:
+                        tops[j].grad[...] = w
+            for i in range(len(n.steps) - 1, -1, -1):
+                lp, bottoms, tops = n.steps[i]
+                if lp.need_backward:
+                    with clock.span() as got:
+                        lp.layer.backward(tops, lp.bottom_need_backward, bottoms)
+                    bwd[i] += got()
     rows = []
     for i, (lp, _, _) in enumerate(n.steps):
         rows.append({"layer": lp.name, "type": lp.type, "algo": getattr(lp.layer, "algo", ""),
                      "forward_ms": 1000 * fwd[i] / iterations,
                      "backward_ms": 1000 * bwd[i] / iterations if lp.need_backward else None})
     return rows
+
+
+class _Clock:
+    """Seconds spent by a block of work: the host clock on the CPU (and under the CUDA
+    simulator, which runs there), CUDA events recorded around the block on a GPU."""
+
+    def __init__(self, device):
+        self.device = device
+        self.cupy = None
+        if device.is_cuda:
+            from netspec.kernels.cuda import runtime
+
+            rt = runtime(device.index)
+            self.cupy = None if rt.sim else rt.xp
+
+    @contextlib.contextmanager
+    def span(self):
+        """``with clock.span() as got: ...`` then ``got()`` is the block's seconds."""
+        box = [0.0]
+        if self.cupy is not None:
+            start, end = self.cupy.cuda.Event(), self.cupy.cuda.Event()
+            start.record()
+            yield lambda: box[0]
+            end.record()
+            end.synchronize()
+            box[0] = self.cupy.cuda.get_elapsed_time(start, end) / 1000.0
+        else:
+            t0 = time.perf_counter()
+            yield lambda: box[0]
+            box[0] = time.perf_counter() - t0

@@ -19,14 +19,19 @@ from netspec.cli import options as opt
 @click.option("--threads", type=click.IntRange(1), default=None, help="threads for kernels and BLAS")
 @click.option("--dummy-data", is_flag=True, help="replace data layers by random data of the same shapes")
 @click.option("--seed", type=int, default=0, show_default=True)
-def time_cmd(file, phase, stages, level, iterations, threads, dummy_data, seed):
-    """Per-layer forward and backward milliseconds, and the totals (like 'caffe time')."""
+@opt.device
+def time_cmd(file, phase, stages, level, iterations, threads, dummy_data, seed, device):
+    """Per-layer forward and backward milliseconds, and the totals (like 'caffe time').
+    On a GPU (--device cuda) each layer is timed on the device with CUDA events."""
     from netspec import api
+    from netspec.core.device import env_device, resolve
     from netspec.core.threads import set_threads
 
     set_threads(threads)
+    dev = resolve(device or env_device())
     net = api.load_net(file)
-    n = api.build_net(net, phase, level=level, stages=stages or None, seed=seed, dummy_data=dummy_data)
+    n = api.build_net(net, phase, level=level, stages=stages or None, seed=seed, dummy_data=dummy_data,
+                      device=dev)
     try:
         rows = api.time_net(n, iterations=iterations)
     finally:
@@ -36,7 +41,7 @@ def time_cmd(file, phase, stages, level, iterations, threads, dummy_data, seed):
     table = [head] + [(r["layer"], r["type"], r["algo"] or "-", f"{r['forward_ms']:.3f}",
                        "-" if r["backward_ms"] is None else f"{r['backward_ms']:.3f}") for r in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
-    click.echo(f"{net.get('name', Path(file).stem)} ({n.phase}), {iterations} iterations")
+    click.echo(f"{net.get('name', Path(file).stem)} ({n.phase}), {iterations} iterations, on {_device_name(dev)}")
     for k, r in enumerate(table):
         click.echo("  ".join(c.rjust(w) if i >= 3 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
         if k == 0:
@@ -47,6 +52,14 @@ def time_cmd(file, phase, stages, level, iterations, threads, dummy_data, seed):
     click.echo(f"Average Backward pass: {b:.3f} ms.")
     click.echo(f"Average Forward-Backward: {f + b:.3f} ms.")
     click.echo(f"Total Time: {(f + b) * iterations:.3f} ms.")
+
+
+def _device_name(dev) -> str:
+    if not dev.is_cuda:
+        return "the CPU"
+    from netspec.kernels.cuda import runtime
+
+    return f"{dev} ({runtime(dev.index).name()})"
 
 
 @click.command()
