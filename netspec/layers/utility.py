@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from netspec.core import device as D
 from netspec.core.device import kernels
 from netspec.core.layer import Layer, count, register
 from netspec.spec import types as T
@@ -234,10 +235,11 @@ class Eltwise(Layer):
         self.coeff = [dt(c) for c in (self.p.get("coeff") or [1.0] * len(bottom))]
         self.stable = bool(self.p.get("stable_prod_grad", True))
         size = bottom[0].count
-        self.mask = np.zeros(size, dtype=np.int32) if self.op == "MAX" else None
+        # scratch lives on the blobs' device (the kernels take device arrays only)
+        self.mask = D.zeros(size, dtype=np.int32) if self.op == "MAX" else None
         # in place the top overwrites bottom 0, whose values PROD's backward still needs
         in_place = top[0] is bottom[0]
-        self.x0 = np.empty(size, dtype=bottom[0].data.dtype) if self.op == "PROD" and in_place else None
+        self.x0 = D.empty(size, dtype=bottom[0].data.dtype) if self.op == "PROD" and in_place else None
 
     def forward(self, bottom, top):
         out = top[0].data.reshape(-1)
@@ -482,8 +484,8 @@ class ArgMax(Layer):
             self.outer, self.dim, self.inner = count(shape, 0, a), shape[a], count(shape, a + 1)
         else:
             self.outer, self.dim, self.inner = shape[0], count(shape, 1), 1
-        # receives whichever of indices / values the top does not hold
-        self.scratch = np.empty((self.outer, self.k, self.inner), dtype=bottom[0].data.dtype)
+        # receives whichever of indices / values the top does not hold (on the blobs' device)
+        self.scratch = D.empty((self.outer, self.k, self.inner), dtype=bottom[0].data.dtype)
 
     def forward(self, bottom, top):
         inp = bottom[0].data.reshape(self.outer, self.dim, self.inner)
@@ -631,7 +633,7 @@ class Crop(Layer):
         for d in range(len(shape)):
             pos = (np.arange(out[d], dtype=np.int64) + offs[d]) * count(shape, d + 1)
             index += pos.reshape([-1 if e == d else 1 for e in range(len(shape))])
-        self.index = index.reshape(-1)
+        self.index = D.asarray(index.reshape(-1))   # the kernels' copy, on the blobs' device
 
     def forward(self, bottom, top):
         self.K.crop_forward(top[0].data.reshape(-1), bottom[0].data.reshape(-1), self.index)

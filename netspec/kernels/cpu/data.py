@@ -10,6 +10,11 @@ import math
 
 from netspec.kernels.jit import njit
 
+# Host-side preprocessing: netspec.data.transforms calls this kernel in the data layer's
+# prefetch thread on host batches, before the batch is copied into the net's blobs, whatever
+# device runs the net; so it has no CUDA twin (and nothing calls it on device arrays).
+CPU_ONLY = ("warp_affine_forward",)
+
 
 @njit
 def warp_affine_forward(out, inp, mats, fill):
