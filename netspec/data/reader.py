@@ -6,6 +6,13 @@ permutation drawn from ``PCG64([shuffle_seed, epoch])``), cut into batches of ``
 transform draws from ``PCG64([transform_seed, k])``.  So a batch depends only on the seeds and
 its ``Cursor`` (epoch, position, batch number): three integers are the whole resumable state,
 and a prefetch thread that runs ahead never changes what a resumed run sees.
+
+Data-parallel training (``part=(rank, size)``): the stream is cut into global batches of
+``size * batch_size`` records, and rank ``rank`` reads records ``[rank * batch_size, (rank + 1) *
+batch_size)`` of each, with the random transform draws the whole global batch would get.  The
+cursor stays global (it advances by the global batch, its batch number counts global batches),
+so the records and augmentations of an update are the same for any number of ranks that
+makes the same global batch, and a snapshot resumes with any number of ranks.
 """
 
 from __future__ import annotations
@@ -30,9 +37,13 @@ class Reader:
     """Fills batch buffers from a cursor; owns scratch buffers, so one thread uses it at a time."""
 
     def __init__(self, source: Source, batch_size: int, shuffle: bool, shuffle_seed: int, transform_seed: int,
-                 transform: Transform | None, dtype):
+                 transform: Transform | None, dtype, part: tuple[int, int] = (0, 1)):
         self.source = source
         self.batch_size = batch_size
+        rank, size = int(part[0]), int(part[1])
+        if not 0 <= rank < size:
+            raise ValueError(f"part {part}: the rank must be in [0, size)")
+        self.part = (rank, size)
         self.shuffle = shuffle
         self.shuffle_seed = int(shuffle_seed)
         self.transform_seed = int(transform_seed)
@@ -65,10 +76,20 @@ class Reader:
             self._orders[epoch] = o
         return self._orders[epoch]
 
-    def indices(self, cur: Cursor) -> tuple[np.ndarray, Cursor]:
-        """The record indices of the batch at ``cur`` and the cursor after it."""
+    def _skip(self, epoch: int, pos: int, k: int) -> tuple[int, int]:
+        """The (epoch, position) ``k`` records after (epoch, pos)."""
         n = self.source.size
-        need, epoch, pos = self.batch_size, cur.epoch, cur.pos
+        pos += k
+        return epoch + pos // n, pos % n
+
+    def indices(self, cur: Cursor) -> tuple[np.ndarray, Cursor]:
+        """The record indices of this rank's part of the batch at ``cur`` and the cursor after the
+        whole (global) batch."""
+        n = self.source.size
+        rank, size = self.part
+        epoch, pos = self._skip(cur.epoch, cur.pos, rank * self.batch_size)
+        after = self._skip(cur.epoch, cur.pos, size * self.batch_size)
+        need = self.batch_size
         parts = []
         while need:
             take = min(need, n - pos)
@@ -78,7 +99,7 @@ class Reader:
             if pos == n:
                 epoch, pos = epoch + 1, 0
         idx = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        return idx, Cursor(epoch, pos, cur.batch + 1)
+        return idx, Cursor(after[0], after[1], cur.batch + 1)
 
     def fill(self, outs: Sequence[np.ndarray], cur: Cursor) -> Cursor:
         """Write the batch at ``cur`` into ``outs`` (one array per field); the cursor after it."""
@@ -90,7 +111,8 @@ class Reader:
                 rng = None
                 if self.transform.random:
                     rng = np.random.Generator(np.random.PCG64([self.transform_seed, cur.batch]))
-                self.transform.apply(raw, out, rng, self.work)
+                rank, size = self.part
+                self.transform.apply(raw, out, rng, self.work, part=(rank * self.batch_size, size * self.batch_size))
             else:
                 np.copyto(out, raw.reshape(out.shape), casting="unsafe")
         return nxt

@@ -185,13 +185,20 @@ class Transform:
 
     # ---- the batch ------------------------------------------------------------------------
     def apply(self, raw: np.ndarray, out: np.ndarray, rng: np.random.Generator | None,
-              work: np.ndarray | None = None) -> None:
+              work: np.ndarray | None = None, part: tuple[int, int] | None = None) -> None:
         """Transform ``raw`` (n, *in_shape) into ``out`` (n, *out_shape) in ``out``'s dtype.
 
         ``work`` (n, *in_shape) of ``out``'s dtype is scratch space (allocated when not given).
+        ``part=(offset, total)``: ``raw`` holds records ``[offset, offset + n)`` of a batch of
+        ``total`` (one rank's share of a global batch): they get the draws the whole batch would
+        give them.
         """
         n = raw.shape[0]
-        d = self.draw(rng, n)           # rng may be None when nothing is random (see ``random``)
+        if part is None or (part[0] == 0 and part[1] == n):
+            d = self.draw(rng, n)       # rng may be None when nothing is random (see ``random``)
+        else:
+            off, total = part
+            d = {k: v[off:off + n] for k, v in self.draw(rng, total).items()}
         dt = out.dtype.type
         if not (self.crop or self.warp or self.photometric):
             # values stay in place: write straight into the output

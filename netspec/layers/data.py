@@ -157,18 +157,52 @@ class DummyData(Layer):
         self.fillers_by_top = fills or [{"type": "constant", "value": 0.0}] * len(top)
         # constant fillers are filled once; the others are drawn again on every forward
         self.refill = [f.get("type", "constant") != "constant" for f in self.fillers_by_top]
+        self._staging = _Staging()
         for t, f in zip(top, self.fillers_by_top):
-            fill(t.data, f, self.rng)
+            self._fill(t, f)
 
-    def forward(self, bottom, top):
+    def _fill(self, t, f) -> None:
+        """Fill top ``t`` by filler ``f`` on the host (the same draws whatever the device)."""
         from netspec.core.fillers import fill
 
+        buf = self._staging.host(t.data)
+        fill(buf, f, self.rng)
+        self._staging.put(t.data, buf)
+
+    def forward(self, bottom, top):
         for t, f, again in zip(top, self.fillers_by_top, self.refill):
             if again:
-                fill(t.data, f, self.rng)
+                self._fill(t, f)
 
     def backward(self, top, propagate_down, bottom):
         """Nothing: generated data has no producer."""
+
+
+class _Staging:
+    """Host arrays for tops that live on a device: batches are made on the host (NumPy) and
+    copied in with ``copy_in``.  A NumPy top is written directly, with no copy."""
+
+    def __init__(self) -> None:
+        self._bufs: dict[int, np.ndarray] = {}
+
+    @staticmethod
+    def is_host(a) -> bool:
+        return type(a) is np.ndarray
+
+    def host(self, a) -> np.ndarray:
+        if self.is_host(a):
+            return a
+        key = id(a)
+        buf = self._bufs.get(key)
+        if buf is None or buf.shape != tuple(a.shape) or buf.dtype != a.dtype:
+            buf = self._bufs[key] = np.empty(tuple(a.shape), dtype=a.dtype)
+        return buf
+
+    def put(self, a, buf: np.ndarray) -> None:
+        if buf is not a:
+            from netspec.core.device import copy_in
+
+            copy_in(a, buf)
 
 
 #: a batch made in less than this many seconds is made inline in forward, not by the prefetch
@@ -291,17 +325,29 @@ class _DataBase(Layer):
         skip = self.p.get("rand_skip", 0)
         # Caffe: skip = rand() % rand_skip records before the first batch
         start = int(np.random.Generator(np.random.PCG64(int(seeds[2]))).integers(0, skip)) if skip else 0
+        self.part = (0, 1)                # (rank, ranks): this process's share of each batch
         self.reader = self._reader()
         self._cursor = Cursor(start // self.num_records, start % self.num_records, 0)
         self.wait_seconds = 0.0
         self._pipe = None
         self._finalizer = None
+        self._staging = _Staging()
 
     def _reader(self):
         from netspec.data.reader import Reader
 
         return Reader(self.source, self.batch_size, self.shuffle, self.shuffle_seed, self.transform_seed,
-                      self.transform, self.dtype)
+                      self.transform, self.dtype, self.part)
+
+    def shard(self, rank: int, size: int) -> None:
+        """Data-parallel training: read part ``rank`` of ``size`` of every global batch of
+        ``size * batch_size`` records (the cursor stays global; see ``netspec.data.reader``).
+        Called before the first forward, and again after ``set_state``."""
+        if (rank, size) == self.part:
+            return
+        self.close()
+        self.part = (int(rank), int(size))
+        self.reader = self._reader()
 
     def _check_shapes(self, top) -> None:
         want = [tuple(t.data.shape[1:]) for t in top]
@@ -317,7 +363,10 @@ class _DataBase(Layer):
         t0 = time.perf_counter()
         try:
             if self.inline:
-                self._cursor = self.reader.fill([t.data for t in top], self._cursor)
+                bufs = [self._staging.host(t.data) for t in top]
+                self._cursor = self.reader.fill(bufs, self._cursor)
+                for t, b in zip(top, bufs):
+                    self._staging.put(t.data, b)
             else:
                 self._take(top)
         except DataError as e:
@@ -339,7 +388,12 @@ class _DataBase(Layer):
             self._finalizer = weakref.finalize(self, self._pipe.stop)
         slot, bufs, cursor = self._pipe.get()
         for t, b in zip(top, bufs):
-            np.copyto(t.data, b)
+            if self._staging.is_host(t.data):
+                np.copyto(t.data, b)
+            else:
+                from netspec.core.device import copy_in
+
+                copy_in(t.data, b)
         self._pipe.release(slot)
         self._cursor = cursor
         self._handed += 1

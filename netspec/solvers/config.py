@@ -159,9 +159,6 @@ def _semantic_errors(spec: SolverSpec, data: dict, inline: bool) -> list[Netspec
             errs.append(SpecError(f"stepvalue must rise: {sv[i]} follows {sv[i - 1]}", file=spec.file,
                                   line=spec.src.line("stepvalue", i), field="stepvalue"))
             break
-    if spec.get("solver_mode") == "GPU":
-        errs.append(spec.error("solver_mode GPU is not available: this netspec trains on the CPU; remove "
-                               "solver_mode or set it to CPU", "solver_mode"))
     if spec.get("train_state", {}).get("phase", "TRAIN") != "TRAIN":
         errs.append(spec.error("the train net's phase is TRAIN", "train_state", SpecError))
     for i, st in enumerate(spec.get("test_state", [])):
@@ -175,6 +172,9 @@ def _semantic_errors(spec: SolverSpec, data: dict, inline: bool) -> list[Netspec
         errs.append(spec.error("lr_policy 'poly' needs max_iter > 0", "max_iter", SpecError))
     if "weights" in spec and "init_from" in spec:
         errs.append(spec.error("give weights or init_from, not both", "init_from", SpecError))
+    if spec["lr_scaling"] == "linear" and "lr_base_batch" not in spec:
+        errs.append(spec.error("lr_scaling 'linear' needs lr_base_batch, the global batch base_lr was chosen "
+                               "for: rate = base_lr x global batch / lr_base_batch", "lr_scaling", SpecError))
     return errs
 
 
@@ -201,6 +201,8 @@ def _unused(spec: SolverSpec, data: dict) -> list[NetspecError]:
     if "warmup_start_factor" in data and not spec["warmup_iter"]:
         out.append(spec.error("warmup_start_factor has no effect without warmup_iter",
                               "warmup_start_factor", SpecError))
+    if "lr_base_batch" in data and spec["lr_scaling"] != "linear":
+        out.append(spec.error("lr_base_batch has no effect without lr_scaling: linear", "lr_base_batch", SpecError))
     if "regularization_type" in data and not spec["weight_decay"]:
         out.append(spec.error("regularization_type has no effect without weight_decay",
                               "regularization_type", SpecError))

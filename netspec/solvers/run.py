@@ -76,50 +76,114 @@ def find_resume_state(resume: str, training: Training, run_dir: Path | None) -> 
 def train(file: str | os.PathLike, *, solver: str | None = None, weights: str | None = None,
           resume: str | None = None, run_dir: str | os.PathLike | None = None,
           stages: Iterable[str] | None = None, level: int | None = None, seed: int | None = None,
-          progress: bool = True, echo: Callable[[str], None] | None = None) -> int:
-    """Train; returns the exit status (0 done, 130 stopped by a signal after a snapshot)."""
+          progress: bool = True, echo: Callable[[str], None] | None = None, device: str | None = None) -> int:
+    """Train; returns the exit status (0 done, 130 stopped by a signal after a snapshot).
+
+    ``device``: cpu, cuda or cuda:N; by default the solver's ``solver_mode``/``device_id``,
+    else ``$NETSPEC_DEVICE``, else the CPU.
+
+    Under an MPI launcher (``mpiexec -n S netspec train ...``) every rank runs this: rank 0
+    logs and snapshots, the others train silently; an error all ranks make while setting up
+    is reported once, by rank 0 (the others return 1), and an error during training ends the
+    whole job (``Communicator.abort``)."""
+    from netspec.solvers import distributed
+
+    comm = distributed.connect()
+    threads = distributed.threads_per_rank(comm)
+    if threads is not None:
+        from netspec.core.threads import set_threads
+
+        set_threads(threads)
+    try:
+        return _train(comm, file, solver=solver, weights=weights, resume=resume, run_dir=run_dir, stages=stages,
+                      level=level, seed=seed, progress=progress and comm.is_root, echo=echo,
+                      device=distributed.rank_device(device, comm))
+    except distributed.QuietExit:
+        return 1
+    finally:
+        comm.close()
+
+
+def _train(comm, file, *, solver, weights, resume, run_dir, stages, level, seed, progress, echo, device) -> int:
+    from netspec.solvers.distributed import QuietExit
     from netspec.solvers.solver import Solver
 
-    training = resolve_training(file, solver, stages, level)
-    if resume is not None and weights is not None:
-        raise SolverError("--weights cannot be combined with --resume (the state holds the weights)")
-    rdir = Path(run_dir) if run_dir is not None else None
-    state = None
-    if resume is not None:
-        path = find_resume_state(resume, training, rdir)
-        state = (path, snap.read_state(path))
-        if rdir is None:
-            recorded = state[1][1].get("run_dir")
-            rdir = Path(recorded) if recorded and Path(recorded).is_dir() else path.parent
-    if rdir is None:
-        rdir = default_run_dir(training.net_name)
-    log = RunLog(rdir, echo)
-    for w in training.warnings:
-        log.warning(str(w))
-    s = None
+    log = s = None
+    failure: BaseException | None = None
     try:
-        s = Solver(training, rdir, log, progress=progress, seed=seed, snapshots_in_run_dir=run_dir is not None)
-        log.info(f"Run folder: {rdir}")
-        if state is not None:
-            s.restore(state[0], loaded=state[1])
-        else:
-            if weights is not None:
-                refs = weight_refs([w.strip() for w in weights.split(",") if w.strip()], None)
-            elif "init_from" in training.solver:
-                refs = weight_refs([training.solver["init_from"]], training.solver.base_dir)
+        # 1. what to train and where (no collective here, so a rank that fails cannot leave
+        #    the others waiting: agree() below reports the first failure once)
+        try:
+            training = resolve_training(file, solver, stages, level)
+            if resume is not None and weights is not None:
+                raise SolverError("--weights cannot be combined with --resume (the state holds the weights)")
+            rdir = Path(run_dir) if run_dir is not None else None
+            state = None
+            if resume is not None:
+                path = find_resume_state(resume, training, rdir)
+                state = (path, snap.read_state(path))
+                if rdir is None:
+                    recorded = state[1][1].get("run_dir")
+                    rdir = Path(recorded) if recorded and Path(recorded).is_dir() else path.parent
+            if rdir is None and comm.is_root:
+                rdir = default_run_dir(training.net_name)
+            log = RunLog(rdir, echo) if comm.is_root else RunLog(None, echo=None)
+            for w in training.warnings:
+                log.warning(str(w))
+        except Exception as e:  # noqa: BLE001 - re-raised by agree
+            failure = e
+        comm.agree(failure)
+        rdir = Path(comm.broadcast_object(str(rdir), what="sharing the run folder"))
+        # 2. the nets, their weights or state
+        try:
+            s = Solver(training, rdir, log, progress=progress, seed=seed, snapshots_in_run_dir=run_dir is not None,
+                       device=device, comm=comm)
+            log.info(f"Run folder: {rdir}")
+            if state is not None:
+                s.restore(state[0], loaded=state[1])
             else:
-                refs = weight_refs(training.solver.get("weights", []), training.solver.base_dir)
-            s.load_initial_weights(refs)
-            log.info(f"Random seed: {s.seed} ({s.seed_source})")
-        s.check_snapshot_dir()
-        return s.solve()
+                if weights is not None:
+                    refs = weight_refs([w.strip() for w in weights.split(",") if w.strip()], None)
+                elif "init_from" in training.solver:
+                    refs = weight_refs([training.solver["init_from"]], training.solver.base_dir)
+                else:
+                    refs = weight_refs(training.solver.get("weights", []), training.solver.base_dir)
+                s.load_initial_weights(refs)
+                log.info(f"Random seed: {s.seed} ({s.seed_source})")
+            s.check_snapshot_dir()
+        except Exception as e:  # noqa: BLE001 - re-raised by agree
+            failure = e
+        comm.agree(failure)
+        # 3. train (every rank starts from rank 0's params, which the others already equal)
+        try:
+            comm.broadcast(s.net.param_data, 0, "sharing the initial params")
+            return s.solve()
+        except NetspecError as e:
+            if comm.size > 1:
+                log.info(f"error: {e}", echo=False)
+                log.close()
+                comm.abort(_rank_message(comm, str(e)))
+            raise
+        except Exception as e:
+            if comm.size > 1 and not isinstance(e, QuietExit):
+                comm.abort(_rank_message(comm, f"internal error: {type(e).__name__}: {e}. This is a bug in "
+                                               f"netspec, not in your files; run again with NETSPEC_DEBUG=1 "
+                                               f"to see where it happened."))
+            raise
     except NetspecError as e:
-        log.info(f"error: {e}", echo=False)   # the caller reports it; the run's log keeps it too
+        if log is not None:
+            log.info(f"error: {e}", echo=False)   # the caller reports it; the run's log keeps it too
         raise
     finally:
         if s is not None:
             s.close()
-        log.close()
+        if log is not None:
+            log.close()
+
+
+def _rank_message(comm, text: str) -> str:
+    return f"error (rank {comm.rank} of {comm.size}): {text}" if not text.startswith("internal") else \
+        f"{text} (rank {comm.rank} of {comm.size})"
 
 
 # ---- evaluation ----------------------------------------------------------------------------
@@ -148,7 +212,7 @@ def full_pass_iterations(net) -> int | None:
 def evaluate(file: str | os.PathLike, weights: str, *, iterations: int | None = None,
              stages: Iterable[str] | None = None, level: int | None = None, progress: bool = True,
              echo: Callable[[str], None] | None = None, show: Iterable[str] = (),
-             show_rows: int = 20) -> dict[str, list[float]]:
+             show_rows: int = 20, device: str | None = None) -> dict[str, list[float]]:
     """The TEST phase of a net (or of a solver's first test net) with these weights: the mean
     of every output over ``iterations`` batches (default: a full pass when the data size is
     known, else 50).  Returns {"loss": [mean], output: [mean per element]}.
@@ -175,7 +239,9 @@ def evaluate(file: str | os.PathLike, weights: str, *, iterations: int | None = 
         st = list(stages)
     if level is not None:
         lv = level
-    net = Net(compile_net(spec, "TEST", lv, st), np.float32, seed=0)
+    from netspec.core.device import env_device, resolve, to_host
+
+    net = Net(compile_net(spec, "TEST", lv, st), np.float32, seed=0, device=resolve(device or env_device()))
     try:
         for shown, path in weight_refs([w.strip() for w in weights.split(",") if w.strip()], None):
             report = copy_weights(net, load_weights(path), shown)
@@ -210,11 +276,12 @@ def evaluate(file: str | os.PathLike, weights: str, *, iterations: int | None = 
         for _ in range(iterations):
             loss += net.forward()
             for name in outs:
-                sums[name] += net.blobs[name].data.ravel()
+                sums[name] += to_host(net.blobs[name].data).ravel()
             if show and len(rows) < show_rows:
                 batch = min(net.blobs[n].data.shape[0] if net.blobs[n].data.ndim else 1 for n in show)
+                shown = {n: to_host(net.blobs[n].data) for n in show}
                 for i in range(min(batch, show_rows - len(rows))):
-                    rows.append([_fmt_item(net.blobs[n].data, i) for n in show])
+                    rows.append([_fmt_item(shown[n], i) for n in show])
             if bar is not None:
                 bar.update(1)
         if bar is not None:

@@ -2,7 +2,8 @@
 
 Every field Caffe's solver message has is accepted under its own name, with Caffe's default,
 and a few additions are marked as such (``cosine``, ``warmup_iter``, ``AdamW``, ``min_lr``,
-``clip_after_normalize``, ``init_from``, ``reinit``, ``freeze``).  Unlike Caffe, ``base_lr``,
+``clip_after_normalize``, ``init_from``, ``reinit``, ``freeze``, and the data-parallel
+``global_batch``, ``lr_scaling``, ``lr_base_batch``, ``batch_norm_stats``).  Unlike Caffe, ``base_lr``,
 ``lr_policy`` and ``max_iter`` are required, and so is every parameter the chosen policy reads
 (``step`` needs ``gamma`` and ``stepsize``, ...), so a missing one is an error at load time
 instead of a silent zero.  The schema is committed as ``netspec/spec/schemas/solver.schema.json``
@@ -120,6 +121,17 @@ PROPERTIES: dict[str, dict] = {
     "clip_after_normalize": T.boolean(False, "clip after dividing by iter_size instead of before, as "
                                              "Caffe does (netspec)"),
     "iter_size": T.integer(1, default=1, desc="accumulate gradients over this many batches per update"),
+    # -- data parallel (mpiexec -n S netspec train ...; netspec)
+    "global_batch": T.integer(1, desc="records per update over all ranks: each rank's data layers read "
+                                      "global_batch / (ranks x iter_size) (default: ranks x batch_size x "
+                                      "iter_size) (netspec)"),
+    "lr_scaling": T.enum(("none", "linear"), default="none",
+                         desc="linear: base_lr x global batch / lr_base_batch (Goyal et al.) (netspec)"),
+    "lr_base_batch": T.integer(1, desc="the global batch base_lr was chosen for (lr_scaling: linear) (netspec)"),
+    "batch_norm_stats": T.enum(("local", "allreduce"), default="local",
+                               desc="data parallel: BatchNorm normalizes by each rank's batch; before tests "
+                                    "and snapshots its running statistics are rank 0's (local) or the mean "
+                                    "over the ranks (allreduce) (netspec)"),
     "average_loss": T.integer(1, default=1, desc="display the mean loss of the last this many iterations"),
     # -- output
     "display": T.integer(0, default=0, desc="log every this many iterations (0: never)"),
@@ -131,8 +143,9 @@ PROPERTIES: dict[str, dict] = {
                                                             "writes safetensors"),
     "snapshot_after_train": T.boolean(True, "snapshot at the end unless the last iteration just did"),
     # -- environment
-    "solver_mode": T.enum(("CPU", "GPU"), default="CPU"),
-    "device_id": T.integer(0, default=0),
+    "solver_mode": T.enum(("CPU", "GPU"), default="CPU", desc="GPU trains on cuda:<device_id> (the "
+                          "[cuda] extra); --device on the command line wins"),
+    "device_id": T.integer(0, default=0, desc="the GPU of solver_mode GPU"),
     "random_seed": T.integer(-1, default=-1, desc="seeds fillers, dropout and data shuffling "
                                                   "(-1: from the clock)"),
     "layer_wise_reduce": T.boolean(True, "accepted for Caffe files (multi-GPU); no effect"),

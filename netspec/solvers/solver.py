@@ -17,6 +17,18 @@ says "Optimization Done.".  Ctrl-C and SIGTERM finish the current iteration, sna
 with a ``SolverError`` naming the iteration and the first layer whose output went bad (found
 by re-running that forward pass layer by layer); snapshots already written are kept.
 
+Data parallel (``mpiexec -n S``; ``netspec.solvers.distributed``): every rank runs this same
+loop on its share of each global batch and the ``comm`` it is handed averages the gradient
+arenas before the update (one Allreduce, which also sums the loss and the stop/snapshot flags,
+so every rank stops and snapshots at the same iteration).  The global batch is stated
+(``global_batch``: each rank's data layers get ``global_batch / (S * iter_size)``) or derived
+(``S * batch_size * iter_size``); ``lr_scaling: linear`` scales ``base_lr`` by
+``global batch / lr_base_batch`` (Goyal et al.'s rule; ``warmup_iter`` still applies).  A test
+pass is shared out the same way and its outputs are averaged over every rank.  Only rank 0
+logs and writes snapshots.  BatchNorm normalizes with each rank's own batch statistics (Goyal
+et al.); before each test and snapshot the running statistics are rank 0's
+(``batch_norm_stats: local``) or averaged over the ranks (``allreduce``).
+
 Test nets share the train net's params (views, Caffe's ``ShareTrainedLayersWith``).  Every
 random draw comes from the nets' generators, seeded from ``random_seed`` (train net: the seed,
 test net k: seed + 1 + k), and a snapshot holds all of their states and every layer's
@@ -36,10 +48,12 @@ from typing import Iterable
 
 import numpy as np
 
+from netspec.core.device import copy_in, to_host
 from netspec.errors import SolverError, WeightsError
 from netspec.io import snapshot as snap
 from netspec.io.weights import copy_weights, load_weights, matches, save_weights
 from netspec.solvers.config import Training
+from netspec.solvers.distributed import Communicator, rank_stream
 from netspec.solvers.rules import Updater
 from netspec.solvers.runlog import RunLog
 from netspec.solvers.schedules import LearningRate
@@ -81,12 +95,13 @@ class Solver:
 
     def __init__(self, training: Training, run_dir: Path | None = None, log: RunLog | None = None,
                  progress: bool = False, dtype=np.float32, seed: int | None = None,
-                 snapshots_in_run_dir: bool = False):
+                 snapshots_in_run_dir: bool = False, device=None, comm: Communicator | None = None):
         from netspec.api import compile_net
         from netspec.core.net import Net
 
         self.training = training
         self.cfg = cfg = training.solver
+        self.comm = comm = comm if comm is not None else Communicator()
         self.run_dir = run_dir
         # a run folder given on the command line beats the folder of the solver's snapshot_prefix
         self.snapshots_in_run_dir = snapshots_in_run_dir and run_dir is not None
@@ -100,24 +115,51 @@ class Solver:
             self.seed_source = "from the clock"
         else:
             self.seed_source = "random_seed"
-        self.seed = int(seed)
+        # every rank builds the same net: a seed drawn from the clock is rank 0's
+        self.seed = int(comm.broadcast_object(int(seed), what="sharing the random seed"))
         self.freeze = list(cfg.get("freeze", [])) + list(training.train.spec.get("freeze", []))
         self.reinit = list(cfg.get("reinit", [])) + list(training.train.spec.get("reinit", []))
 
         train_spec = apply_freeze(training.train.spec, self.freeze)
         tr = training.train
-        self.net = Net(compile_net(train_spec, "TRAIN", tr.level, tr.stages), self.dtype, seed=self.seed)
+        self.device = _solver_device(cfg, device)
+        train_plan = compile_net(train_spec, "TRAIN", tr.level, tr.stages)
+        self.batch_source = "derived: ranks x batch_size x iter_size"
+        self.global_batch = comm.size * _batch_size_of_plan(train_plan) * cfg["iter_size"]
+        if "global_batch" in cfg:
+            per_rank = self._per_rank_batch(train_plan)
+            if per_rank != _batch_size_of_plan(train_plan):
+                train_plan = compile_net(_with_batch(train_spec, lambda b: per_rank), "TRAIN", tr.level, tr.stages)
+            self.global_batch = int(cfg["global_batch"])
+            self.batch_source = "stated: global_batch"
+        self.net = Net(train_plan, self.dtype, seed=self.seed, device=self.device)
         self.test_nets = []
+        self.test_iters: list[int] = []     # test batches each rank runs per test
+        self.test_notes: list[str] = []
         for k, use in enumerate(training.tests):
             spec = apply_freeze(use.spec, self.freeze)
             plan = compile_net(spec, "TEST", use.level, use.stages)
+            iters, per_rank, note = _test_share(plan, use.test_iter, comm.size)
+            if per_rank is not None:
+                plan = compile_net(_with_batch(spec, lambda b: b // comm.size), "TEST", use.level, use.stages)
+            self.test_iters.append(iters)
+            self.test_notes.append(note)
             self.test_nets.append(Net(plan, self.dtype, seed=self.seed + 1 + k, share_from=self.net))
+        for net in [self.net] + self.test_nets:
+            for lp in net.layers:
+                if hasattr(lp.layer, "shard"):
+                    lp.layer.shard(comm.rank, comm.size)
+            rank_stream(net.rng, comm.rank)
+        self._bn_ranges = _batchnorm_ranges(self.net)
         names = [lp.name for lp in self.net.layers]
         for key, globs in (("freeze", self.freeze), ("reinit", self.reinit)):
             for g in _unmatched(globs, names):
                 self.log.warning(f"{key}: '{g}' matches no layer of the train net")
 
-        self.lr = LearningRate(cfg)
+        self.base_lr = float(cfg["base_lr"])
+        if cfg["lr_scaling"] == "linear":
+            self.base_lr = self.base_lr * self.global_batch / cfg["lr_base_batch"]
+        self.lr = LearningRate(dict(cfg, base_lr=self.base_lr))
         self.updater = Updater(cfg, self.net)
         self.iter = 0
         self.losses: list[float] = []
@@ -131,7 +173,44 @@ class Solver:
         self.prefix = self._prefix()
         self._train_loss_weights = _output_weights(self.net)
         self._test_loss_weights = [_output_weights(n) for n in self.test_nets]
-        self.batch = _batch_size(self.net) * cfg["iter_size"]
+        self.batch = self.global_batch
+        self._scalars = np.zeros(3)     # loss, stop, snapshot: summed over the ranks at each step
+
+    def _per_rank_batch(self, plan) -> int:
+        """``global_batch / (ranks * iter_size)``, or a located error when it does not divide."""
+        cfg, size = self.cfg, self.comm.size
+        g, k = int(cfg["global_batch"]), int(cfg["iter_size"])
+        if not _data_layers(plan):
+            raise cfg.error("global_batch needs the train net's batches to come from data layers "
+                            "(Data, ImageData, HDF5Data) whose batch_size can be set", "global_batch")
+        if g % (size * k):
+            raise cfg.error(f"global_batch {g} cannot be shared out: it must be a multiple of ranks x "
+                            f"iter_size = {size} x {k} = {size * k}", "global_batch",
+                            hint="choose a global_batch that the number of ranks divides, or another number "
+                                 "of ranks")
+        return g // (size * k)
+
+    def describe_parallel(self) -> list[str]:
+        """Log lines on the ranks, the global batch and where it came from, and the scaled rate."""
+        cfg, comm = self.cfg, self.comm
+        per_rank = self.global_batch // (comm.size * cfg["iter_size"])
+        lines = []
+        if comm.size > 1:
+            lines.append(f"Data parallel: {comm.name}")
+        if comm.size > 1 or "global_batch" in cfg or cfg["lr_scaling"] != "none":
+            lines.append(f"Global batch: {self.global_batch} = {comm.size} rank{'s' if comm.size > 1 else ''} x "
+                         f"batch {per_rank} x iter_size {cfg['iter_size']} ({self.batch_source})")
+        if cfg["lr_scaling"] == "linear":
+            lines.append(f"lr_scaling linear: base_lr {_fmt(cfg['base_lr'])} x {self.global_batch} / "
+                         f"lr_base_batch {cfg['lr_base_batch']} = {_fmt(self.base_lr)}")
+        if comm.size > 1:
+            for k, note in enumerate(self.test_notes):
+                lines.append(f"Test net #{k}: {note}")
+            if self._bn_ranges:
+                lines.append(f"BatchNorm: batch statistics per rank; running statistics "
+                             f"{'averaged over the ranks' if cfg['batch_norm_stats'] == 'allreduce' else 'of rank 0'}"
+                             f" before each test and snapshot (batch_norm_stats: {cfg['batch_norm_stats']})")
+        return lines
 
     # ---- identity --------------------------------------------------------------------------
     @property
@@ -183,6 +262,8 @@ class Solver:
         folder = self.prefix.parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
+            if not self.comm.is_root:
+                return
             probe = folder / f".netspec-probe-{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
@@ -195,6 +276,8 @@ class Solver:
         """Train to max_iter; 0 when done, 130 when a signal stopped it (after a snapshot)."""
         cfg = self.cfg
         self.log.info(f"Solving {self.net_name}")
+        for line in self.describe_parallel():
+            self.log.info(line)
         self.log.info(f"Learning Rate Policy: {cfg['lr_policy']}")
         old = self._install_signals() if handle_signals else {}
         try:
@@ -207,7 +290,7 @@ class Solver:
             if cfg["snapshot_after_train"] and (not cfg["snapshot"] or self.iter % cfg["snapshot"] != 0):
                 self.snapshot()
             if cfg["display"] and self.iter % cfg["display"] == 0:
-                loss = self.net.forward()
+                loss = self._mean_over_ranks(self.net.forward())
                 self._smooth(loss)
                 self.log.info(f"Iteration {self.iter}, loss = {_fmt(self.smoothed_loss)}")
             if cfg["test_interval"] and self.iter % cfg["test_interval"] == 0:
@@ -239,6 +322,12 @@ class Solver:
                         self._nonfinite_loss(one)
                     loss += one
                 loss /= iter_size
+                # one reduction: the gradients averaged over the ranks, the loss and flags summed
+                flags = self._scalars
+                flags[0], flags[1], flags[2] = loss, bool(self.stop_requested), self.snapshot_requested
+                self.comm.reduce_step(net.param_grad, flags)
+                loss = float(flags[0]) / self.comm.size
+                stop = self.comm.agreed(bool(self.stop_requested), flags[1] > 0)
                 self._smooth(loss)
                 rate = self.lr(self.iter)
                 shown = bool(display) and self.iter % display == 0
@@ -254,7 +343,7 @@ class Solver:
                     norm, scale = upd.last_clip
                     self.log.info(f"Gradient clipping: scaling down gradients (L2 norm {_fmt(norm)} > "
                                   f"{_fmt(upd.clip)}) by scale factor {_fmt(scale)}")
-                if not _all_finite(net.param_data):
+                if self.comm.is_root and not _all_finite(net.param_data):   # the same on every rank
                     self._nonfinite_params(rate)
                 self.iter += 1
                 self.elapsed += time.perf_counter() - t0
@@ -263,10 +352,13 @@ class Solver:
                     its = bar.format_dict.get("rate")
                     bar.set_postfix(loss=f"{self.smoothed_loss:.4g}", lr=f"{rate:.3g}",
                                     img_s=f"{its * self.batch:.0f}" if its else "-", refresh=False)
-                if (snapshot and self.iter % snapshot == 0) or self.snapshot_requested or self.stop_requested:
+                stop = stop or self.comm.agreed(bool(self.stop_requested), False)
+                asked = self.comm.agreed(self.snapshot_requested, flags[2] > 0)
+                if (snapshot and self.iter % snapshot == 0) or asked or stop:
                     self.snapshot_requested = False
                     self.snapshot()
-                if self.stop_requested:
+                if stop:
+                    self.stop_requested = self.stop_requested or signal.SIGTERM   # agreed by another rank
                     break
         finally:
             if bar is not None:
@@ -289,6 +381,29 @@ class Solver:
             self.losses[self.iter % k] = loss
         self.smoothed_loss = float(np.mean(self.losses))
 
+    def _mean_over_ranks(self, value: float) -> float:
+        v = np.array([value], dtype=np.float64)
+        self.comm.allreduce_sum(v, "averaging the loss")
+        return float(v[0]) / self.comm.size
+
+    def _sync_batchnorm(self) -> None:
+        """Make every rank's BatchNorm running statistics the same before a test or snapshot:
+        rank 0's, or their mean over the ranks (``batch_norm_stats``).  Training never reads them
+        (it normalizes by batch statistics), so this changes tests and snapshots only."""
+        if self.comm.size == 1 or not self._bn_ranges:
+            return
+        data = self.net.param_data
+        host = np.concatenate([to_host(data[o:o + n]) for o, n in self._bn_ranges]).astype(np.float64)
+        if self.cfg["batch_norm_stats"] == "allreduce":
+            self.comm.allreduce_sum(host, "averaging the BatchNorm statistics")
+            host /= self.comm.size
+        else:
+            self.comm.broadcast(host, 0, "sharing the BatchNorm statistics")
+        j = 0
+        for o, n in self._bn_ranges:
+            copy_in(data[o:o + n], host[j:j + n].astype(data.dtype))
+            j += n
+
     def _data_wait(self) -> float:
         return sum(float(getattr(lp.layer, "wait_seconds", 0.0) or 0.0) for lp in self.net.layers)
 
@@ -299,13 +414,18 @@ class Solver:
                       f"loss = {_fmt(self.smoothed_loss)}")
         self._record(it, "TRAIN", "smoothed_loss", self.smoothed_loss, rate, data_wait=round(wait_frac, 4))
         j = 0
-        for name, w in self._train_loss_weights:
-            for v in self.net.blobs[name].data.ravel():
+        outs = [to_host(self.net.blobs[name].data).ravel() for name, _ in self._train_loss_weights]
+        if outs and self.comm.size > 1:   # the mean over the ranks (each value is a mean over a batch)
+            flat = np.concatenate(outs).astype(np.float64)
+            self.comm.allreduce_sum(flat, "averaging the train outputs")
+            flat /= self.comm.size
+            outs = np.split(flat, np.cumsum([o.size for o in outs])[:-1])
+        for (name, w), data in zip(self._train_loss_weights, outs):
+            for v in data:
                 self.log.info(f"    Train net output #{j}: {name} = {_fmt(float(v))}" + _loss_msg(w, float(v)))
                 j += 1
-            data = self.net.blobs[name].data
             if data.size == 1:
-                self._record(it, "TRAIN", name, float(data.ravel()[0]), rate, data_wait=round(wait_frac, 4))
+                self._record(it, "TRAIN", name, float(data[0]), rate, data_wait=round(wait_frac, 4))
         if wait_frac >= 0.0005:
             self.log.info(f"    Data wait: {100 * wait_frac:.1f}% of the step time")
         self.log.info(f"Iteration {it}, lr = {_fmt(rate)}")
@@ -336,6 +456,7 @@ class Solver:
     def test_all(self) -> bool:
         """Run every test net; False when a signal interrupted it (the test nets are then put
         back as they were, so a resumed run tests the same batches)."""
+        self._sync_batchnorm()
         for k in range(len(self.test_nets)):
             if not self.test(k):
                 return False
@@ -348,21 +469,31 @@ class Solver:
         sums: dict[str, np.ndarray] = {name: np.zeros(net.blobs[name].data.size) for name, _ in
                                        self._test_loss_weights[k]}
         loss = 0.0
-        for _ in range(use.test_iter):
-            if self.stop_requested:
+        for _ in range(self.test_iters[k]):
+            if self.comm.agreed(bool(self.stop_requested), False):   # several ranks finish the pass
                 _set_net_state(net, before)
                 self.log.info("Test interrupted.")
                 return False
             loss += net.forward()
             for name in sums:
-                sums[name] += net.blobs[name].data.ravel()
+                sums[name] += to_host(net.blobs[name].data).ravel()
+        # every rank ran test_iters[k] batches: the means are over all of them
+        total = self.test_iters[k] * self.comm.size
+        if self.comm.size > 1:
+            flat = np.concatenate([[loss]] + [sums[name] for name in sums])
+            self.comm.allreduce_sum(flat, "summing the test outputs")
+            loss = float(flat[0])
+            j = 1
+            for name in sums:
+                sums[name] = flat[j:j + sums[name].size]
+                j += sums[name].size
         if self.cfg["test_compute_loss"]:
-            loss /= use.test_iter
+            loss /= total
             self.log.info(f"Test loss: {_fmt(loss)}")
             self._record(self.iter, "TEST", "test_loss", loss, None, test_net=k)
         j = 0
         for name, w in self._test_loss_weights[k]:
-            means = sums[name] / use.test_iter
+            means = sums[name] / total
             for v in means:
                 self.log.info(f"    Test net output #{j}: {name} = {_fmt(float(v))}" + _loss_msg(w, float(v)))
                 j += 1
@@ -375,8 +506,13 @@ class Solver:
 
     # ---- snapshots -------------------------------------------------------------------------
     def snapshot(self) -> Path:
+        """Write the weights and the state (rank 0; every rank calls it at the same iteration)."""
         w = snap.weights_path(self.prefix, self.iter)
         s = snap.state_path(self.prefix, self.iter)
+        self._sync_batchnorm()
+        if not self.comm.is_root:
+            self.last_snapshot, self.last_snapshot_iter = s, self.iter
+            return s
         self.log.info(f"Snapshotting to safetensors file {w}")
         save_weights(w, self.net, {"net": self.net_name, "iter": str(self.iter)}, with_diff=self.cfg["snapshot_diff"])
         self.log.info(f"Snapshotting solver state to safetensors file {s}")
@@ -388,18 +524,19 @@ class Solver:
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
         tensors: dict[str, np.ndarray] = {}
         for p in self.net.learnable:
-            tensors[f"param/{p.key}"] = p.blob.data
+            tensors[f"param/{p.key}"] = to_host(p.blob.data)
             n = p.blob.data.size
             for sname, arr in self.updater.state.items():
-                tensors[f"rule/{sname}/{p.key}"] = arr[p.offset:p.offset + n].reshape(p.blob.data.shape)
+                tensors[f"rule/{sname}/{p.key}"] = to_host(arr[p.offset:p.offset + n]).reshape(p.blob.data.shape)
         nets = {"train": _net_state(self.net)}
         for k, tnet in enumerate(self.test_nets):
             nets[f"test{k}"] = _net_state(tnet)
             for p in tnet.learnable:
-                tensors[f"test{k}/param/{p.key}"] = p.blob.data
+                tensors[f"test{k}/param/{p.key}"] = to_host(p.blob.data)
         record = {"iter": self.iter, "current_step": self.lr.current_step, "rule": self.cfg["type"],
                   "losses": self.losses, "elapsed": self.elapsed, "seed": self.seed, "net_name": self.net_name,
                   "run_dir": str(self.run_dir.resolve()) if self.run_dir is not None else None,
+                  "global_batch": self.global_batch, "ranks": self.comm.size,
                   "nets": snap.pack(nets, "state", tensors)}
         return tensors, record
 
@@ -419,6 +556,13 @@ class Solver:
             raise SolverError(f"cannot resume: the net or solver changed since this state was written: {listed}",
                               file=shown, hint="only " + ", ".join(RESUMABLE_CHANGES[:4]) + " (and output "
                               "settings) may change; start a new run to train the changed setup")
+        old_batch = record.get("global_batch")
+        if old_batch is not None and int(old_batch) != self.global_batch:
+            raise SolverError(f"cannot resume: this state was trained with a global batch of {old_batch} "
+                              f"({record.get('ranks', 1)} rank(s)), and this run's is {self.global_batch} "
+                              f"({self.comm.size} rank(s), {self.batch_source})", file=shown,
+                              hint="state global_batch in the solver so that any number of ranks trains the same "
+                                   "batch, or resume with as many ranks as before")
         self.log.info(f"Restoring previous solver status from {shown}")
         for p in self.net.learnable:
             _put(p.blob.data, tensors, f"param/{p.key}", shown)
@@ -432,6 +576,8 @@ class Solver:
         _set_net_state(self.net, nets["train"])
         for k, tnet in enumerate(self.test_nets):
             _set_net_state(tnet, nets[f"test{k}"])
+        for net in [self.net] + self.test_nets:
+            rank_stream(net.rng, self.comm.rank)    # the state holds rank 0's streams
         self.iter = int(record["iter"])
         self.lr.current_step = int(record["current_step"])
         self.losses = [float(v) for v in record["losses"]]
@@ -492,6 +638,17 @@ class Solver:
 
 # ---- helpers -------------------------------------------------------------------------------
 
+def _solver_device(cfg, device):
+    """The device to train on: ``--device``, else the solver's ``solver_mode: GPU`` with
+    ``device_id`` (Caffe's fields), else ``$NETSPEC_DEVICE``, else the CPU; a GPU that cannot be
+    used is a DeviceError saying what is missing (never a silent CPU run)."""
+    from netspec.core.device import env_device, resolve
+
+    if device is None and cfg.get("solver_mode") == "GPU":
+        device = f"cuda:{int(cfg.get('device_id', 0))}"
+    return resolve(device or env_device())
+
+
 def _all_finite(a: np.ndarray) -> bool:
     """Whether ``a`` holds no NaN or Inf: one BLAS dot product (a NaN or Inf anywhere makes it
     non-finite), and the exact element test only when the sum of squares overflowed."""
@@ -515,10 +672,61 @@ def _output_weights(net) -> list[tuple[str, float]]:
 
 
 def _batch_size(net) -> int:
-    for lp in net.layers:
+    return _batch_size_of_plan(net.plan)
+
+
+def _batch_size_of_plan(plan) -> int:
+    """The per-process batch: the first dimension of the first input layer's first top."""
+    for lp in plan.layers:
         if not lp.bottoms and lp.top_shapes and lp.top_shapes[0]:
             return int(lp.top_shapes[0][0])
     return 1
+
+
+def _shardable(layer_type: str) -> bool:
+    """Data layers that read a share of each global batch (``shard``) and take a batch_size."""
+    from netspec.core.layer import layer_class
+
+    return hasattr(layer_class(layer_type), "shard")
+
+
+def _data_layers(plan) -> list:
+    return [lp for lp in plan.layers if _shardable(lp.type)]
+
+
+def _with_batch(spec: NetSpec, new_batch) -> NetSpec:
+    """The net with every shardable data layer's batch_size replaced by ``new_batch(old)``."""
+    layers = []
+    for layer in spec.layers:
+        if _shardable(layer["type"]) and "batch_size" in layer:
+            layer = layer.derive(batch_size=int(new_batch(int(layer["batch_size"]))))
+        layers.append(layer)
+    return spec.with_layers(layers)
+
+
+def _test_share(plan, test_iter: int, size: int) -> tuple[int, int | None, str]:
+    """How ``size`` ranks share a test of ``test_iter`` batches: (batches per rank, the per-rank
+    batch when the batch is split, a note for the log).  The batch is split when the ranks divide
+    it; else the batches are dealt out (when the ranks do not divide test_iter either, each rank
+    runs one more, and the test covers a few more records)."""
+    batches = sorted({int(lp.top_shapes[0][0]) for lp in _data_layers(plan)})
+    b = batches[0] if len(batches) == 1 else None
+    if size == 1:
+        return test_iter, None, f"{test_iter} batches"
+    if b is not None and b % size == 0:
+        return test_iter, b // size, (f"{size} ranks x batch {b // size} x {test_iter} batches "
+                                      f"(= {test_iter} batches of {b})")
+    n = -(-test_iter // size)
+    note = f"{size} ranks x {n} batches" + (f" of {b}" if b is not None else "")
+    if n * size != test_iter:
+        note += f" (test_iter {test_iter} is not a multiple of {size}: {n * size - test_iter} batches more)"
+    return n, None, note
+
+
+def _batchnorm_ranges(net) -> list[tuple[int, int]]:
+    """(offset, size) in the param arena of every BatchNorm layer's running statistics."""
+    types = {lp.name: lp.type for lp in net.layers}
+    return [(p.offset, p.blob.data.size) for p in net.learnable if types.get(p.key.split("/")[0]) == "BatchNorm"]
 
 
 def _net_state(net) -> dict:
@@ -544,7 +752,7 @@ def _put(dst: np.ndarray, tensors: dict, key: str, file: str) -> None:
         raise WeightsError(f"the state has no '{key}'", file=file)
     if src.shape != dst.shape:
         raise WeightsError(f"'{key}' has shape {list(src.shape)} in the state, {list(dst.shape)} here", file=file)
-    dst[...] = src
+    copy_in(dst, src)
 
 
 def locate_nonfinite(net) -> str | None:
