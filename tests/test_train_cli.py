@@ -103,8 +103,22 @@ def test_errors_are_located_and_exit_1(files):
     r = invoke("train", "solver.yaml", "--resume", "latest")
     assert r.exit_code == 1 and "no solver state" in r.output
     (files / "gpu.yaml").write_text(SOLVER + "solver_mode: GPU\n")
-    r = invoke("train", "gpu.yaml")
-    assert r.exit_code == 1 and "solver_mode GPU is not available" in r.output
+    r = invoke("train", "gpu.yaml")   # no GPU here (nor the simulator): a clear error, no CPU run
+    if not _gpu_usable():
+        assert r.exit_code == 1 and "--device cuda" in r.output and "Traceback" not in r.output
+    r = invoke("train", "solver.yaml", "--device", "tpu")
+    assert r.exit_code == 1 and "unknown device 'tpu'" in r.output
+
+
+def _gpu_usable() -> bool:
+    from netspec.core.device import resolve
+    from netspec.errors import DeviceError
+
+    try:
+        resolve("cuda")
+        return True
+    except DeviceError:
+        return False
 
 
 def test_nan_exits_1_with_the_layer(files):

@@ -32,8 +32,9 @@ def _progress(quiet: bool) -> bool:
 @opt.stage
 @opt.level
 @click.option("--seed", type=int, default=None, help="override the solver's random_seed")
+@opt.device
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
-def train(file, solver, weights, resume, run_dir, stages, level, seed, quiet):
+def train(file, solver, weights, resume, run_dir, stages, level, seed, device, quiet):
     """Train a net: FILE is a solver file, or a net file whose 'solver:' names one or holds it.
 
     \b
@@ -46,7 +47,7 @@ def train(file, solver, weights, resume, run_dir, stages, level, seed, quiet):
 
     status = run_train(file, solver=solver, weights=weights, resume=resume, run_dir=run_dir,
                        stages=list(stages) if stages else None, level=level, seed=seed,
-                       progress=_progress(quiet), echo=_echo)
+                       progress=_progress(quiet), echo=_echo, device=device)
     if status:
         sys.exit(status)
 
@@ -61,8 +62,9 @@ def train(file, solver, weights, resume, run_dir, stages, level, seed, quiet):
 @click.option("--show", metavar="BLOBS", default="",
               help="comma-separated blobs to print item by item, e.g. data,prob,label")
 @click.option("--rows", type=click.IntRange(1), default=20, show_default=True, help="items printed by --show")
+@opt.device
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
-def test_cmd(file, weights, iterations, stages, level, show, rows, quiet):
+def test_cmd(file, weights, iterations, stages, level, show, rows, device, quiet):
     """Evaluate the TEST phase of a net (or of a solver's net) with trained weights, and print
     the mean of every output over the batches, in Caffe's format; --show prints chosen blobs
     item by item (inputs, predictions, labels)."""
@@ -70,7 +72,7 @@ def test_cmd(file, weights, iterations, stages, level, show, rows, quiet):
 
     evaluate(file, weights, iterations=iterations, stages=list(stages) if stages else None, level=level,
              progress=_progress(quiet), echo=click.echo, show=[s.strip() for s in show.split(",") if s.strip()],
-             show_rows=rows)
+             show_rows=rows, device=device)
 
 
 @click.command()
