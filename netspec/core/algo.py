@@ -5,10 +5,10 @@ A layer with several ways to compute the same thing (Convolution: ``gemm_1x1``, 
 
 1. a layer field (``algorithm: winograd``), checked by the layer itself;
 2. ``NETSPEC_ALGO=<name>``: that algorithm wherever it suits the shape;
-3. the choice recorded for this key (layer type, shapes, parameters, dtype, threads and CPU)
-   in memory, then in the cache file (``NETSPEC_ALGO_CACHE``, default
-   ``$XDG_CACHE_HOME/netspec/algos.json`` or ``~/.cache/netspec/algos.json``; ``off`` keeps
-   choices in memory only);
+3. the choice recorded for this key (layer type, shapes, parameters, dtype, and the machine:
+   threads and CPU, or on a GPU the device's model) in memory, then in the cache file
+   (``NETSPEC_ALGO_CACHE``, default ``$XDG_CACHE_HOME/netspec/algos.json`` or
+   ``~/.cache/netspec/algos.json``; ``off`` keeps choices in memory only);
 4. a measurement: each candidate runs a forward and backward pass on the layer's own blobs
    (best of a few), the fastest is recorded;
 5. without measurement (``NETSPEC_AUTOTUNE=0``, layers below ``MIN_TUNE_FLOPS``, or the test
@@ -77,13 +77,30 @@ def cpu_name() -> str:
     return f"{model} x{os.cpu_count()}"
 
 
-def make_key(family: str, **fields) -> str:
-    """The cache key of one choice: the family, the given fields, threads, CPU and versions."""
-    from netspec import __version__
-    from netspec.kernels.jit import get_num_threads
+def gpu_name(index: int = 0) -> str:
+    """The model of GPU ``index`` (a choice measured on one GPU kind)."""
+    from netspec.kernels.cuda import runtime
 
-    full = {"family": family, **fields, "threads": get_num_threads(), "cpu": cpu_name(),
-            "version": f"{__version__}/{ALGO_VERSION}"}
+    return runtime(index).name()
+
+
+def make_key(family: str, **fields) -> str:
+    """The cache key of one choice: the family, the given fields, the machine and versions.
+
+    On the CPU the machine is the thread count and the CPU; on a GPU (the current device) it is
+    the device kind and the GPU's model, so that CPU and GPU choices never stand for each other
+    (CPU keys read as they did before GPUs, so their cached choices stay valid)."""
+    from netspec import __version__
+    from netspec.core.device import current
+
+    dev = current()
+    if dev.is_cuda:
+        machine = {"device": dev.kind, "gpu": gpu_name(dev.index)}
+    else:
+        from netspec.kernels.jit import get_num_threads
+
+        machine = {"threads": get_num_threads(), "cpu": cpu_name()}
+    full = {"family": family, **fields, **machine, "version": f"{__version__}/{ALGO_VERSION}"}
     return json.dumps(full, sort_keys=True, default=str)
 
 

@@ -64,17 +64,29 @@ class InnerProduct(Layer):
         self.bias = "bias" in self.params
         self.n = self.p["num_output"]
         dt = bottom[0].data.dtype
-        self._zero_bias = np.zeros(self.n, dt)   # the kernels' bias when there is none
+        self._zero_bias = D.zeros(self.n, dt)    # the kernels' bias when there is none
         w = self.params["weight"]
-        self._dw = np.empty_like(w.grad)         # dW before it is added to the param's gradient
-        self._db = np.empty(self.n, np.float64)
-        self._buf = np.empty((1, 1), dt)
+        self._db = D.empty(self.n, np.float64)
+        self._buf = D.empty((1, 1), dt)
         self._slots = 0
-        self._gemm = _gemm_beta(dt)
+        if D.current().is_cuda:
+            # on a GPU: one cuBLAS GEMM per direction over the whole batch, the weight
+            # gradient's with beta 1 straight into the param's gradient (no thread slots)
+            from netspec.kernels.cuda._blas import gemm
+
+            self._gpu_gemm = gemm
+            self._gemm = None
+            self._dw = None
+        else:
+            self._gpu_gemm = None
+            self._gemm = _gemm_beta(dt)
+            self._dw = np.empty_like(w.grad)     # dW before it is added to the param's gradient
 
     def _nslots(self) -> int:
         """Threads to split the work between (the batch rows in forward and for the input
         gradient, the weight gradient's rows in backward)."""
+        if self._gpu_gemm is not None:
+            return 1
         from netspec.core.threads import kernel_blas_serial
         from netspec.kernels.jit import get_num_threads
 
@@ -101,6 +113,17 @@ class InnerProduct(Layer):
         w = self.params["weight"]
         ns = self._nslots()
         dx = bottom[0].grad.reshape(self.m, self.k) if propagate_down[0] else x
+        if self._gpu_gemm is not None:
+            # dW += dy^T x (transpose: x^T dy); w.grad stands in for the unused dwt
+            if self.transpose:
+                self._gpu_gemm(w.grad, x.T, dy, 1.0, 1.0)
+            else:
+                self._gpu_gemm(w.grad, dy.T, x, 1.0, 1.0)
+            self.K.ip_backward(dx, w.grad, self._db, dy, x, w.data, self._buf, self.transpose, 1,
+                               bool(propagate_down[0]), False, self.bias)
+            if self.bias:
+                self.K.ip_bias_grad(self.params["bias"].grad, self._db)
+            return
         if ns == 1 and self._gemm is not None:
             # dW += dy^T x (transpose: x^T dy) by one GEMM with beta 1, straight into the
             # gradient (seen in Fortran order, where it is the transpose)
@@ -221,13 +244,13 @@ class Embed(Layer):
         self.n = self.p["num_output"]
         self.input_dim = self.p["input_dim"]
         self.bias = "bias" in self.params
-        self._db = np.empty(self.n, dtype=top[0].data.dtype)
+        self._db = D.empty(self.n, dtype=top[0].data.dtype)
 
     def forward(self, bottom, top):
         index = bottom[0].data.reshape(-1)
         bad = self.K.embed_check(index, self.input_dim)
         if bad >= 0:
-            raise self.error(f"index {index[bad]:g} at position {bad} of the batch is not an integer in "
+            raise self.error(f"index {float(index[bad]):g} at position {bad} of the batch is not an integer in "
                              f"[0, {self.input_dim}); check the data or input_dim", "bottom", cls=DataError)
         y = top[0].data.reshape(self.m, self.n)
         self.K.embed_forward(y, index, self.params["weight"].data)

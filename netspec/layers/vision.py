@@ -7,16 +7,24 @@ Convolution runs through a small registry of algorithms with one contract (``CON
 each computes ``y = conv(x)``, ``dx = conv^T(dy)`` and ``dW += dy (x) x`` for one geometry, and
 the layer picks one per shape in ``setup`` (``self.algo`` names it).  Deconvolution is the same
 machinery run the other way round: its forward is convolution's backward-data.
+
+Each algorithm states the devices it runs on (``ConvAlgo.devices``).  On a GPU only im2col +
+GEMM (cuBLAS, batched over a chunk of images) and the 1x1 GEMMs straight on the blobs are
+offered; Winograd and the channels-last patches are CPU designs (per-thread pipelines sized for
+a core's cache), so a net that asks for one of them by name runs the GPU's own choice there,
+with a warning, and the same file trains on either device.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
+from netspec.core import device as D
 from netspec.core.device import kernels
 from netspec.core.layer import SAME, Layer, count, register
 from netspec.errors import GraphError, SpecError
@@ -47,6 +55,11 @@ CONV_PROPS = {
 #: by 10-30%, and bound the memory of large layers).  A fixed size, not a timing, so results are
 #: the same in every run (resume is bit for bit).
 COL_CHUNK_BYTES = 2 << 20
+
+#: the same bound on a GPU, where there is no cache to fit and larger GEMMs run faster: a bound
+#: on each layer's scratch memory (2 x 32 MB at most, columns and outputs), and still GEMMs of
+#: millions of values, enough to fill the device
+GPU_COL_CHUNK_BYTES = 32 << 20
 
 #: bytes of channels-last columns per block of PatchGemm: a block's columns stay in the L2
 #: cache between the copy that makes them and the GEMMs that read them (GEMMs of 128+ rows
@@ -104,6 +117,8 @@ class ConvAlgo:
     name: ClassVar[str] = ""
     #: forward takes ``bias`` (added to y) and backward ``dbias`` (+= the sum of dy)
     fuses_bias: ClassVar[bool] = False
+    #: the device kinds it runs on (its kernels have twins there)
+    devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
 
     @staticmethod
     def suits(g: ConvShape) -> bool:
@@ -133,7 +148,7 @@ class PointwiseGemm(ConvAlgo):
 
     def __init__(self, g, dtype, K):
         super().__init__(g, dtype, K)
-        self.dwt = np.empty((g.c // g.group, g.m // g.group), self.dtype)   # one image's dW_g^T
+        self.dwt = D.empty((g.c // g.group, g.m // g.group), self.dtype)    # one image's dW_g^T
 
     def _groups(self):
         g = self.g
@@ -173,10 +188,11 @@ class Im2colGemm(ConvAlgo):
 
     def __init__(self, g, dtype, K):
         super().__init__(g, dtype, K)
-        self.nb = max(1, min(g.n, COL_CHUNK_BYTES // (g.rows * g.out_size * self.dtype.itemsize)))
-        self.col = np.empty(g.rows * self.nb * g.out_size, self.dtype)   # flat: views per chunk
-        self.buf = np.empty(g.m * self.nb * g.out_size, self.dtype)      # outputs, channel-major
-        self.dwt = np.empty((g.rows // g.group, g.m // g.group), self.dtype)
+        chunk = GPU_COL_CHUNK_BYTES if D.current().is_cuda else COL_CHUNK_BYTES
+        self.nb = max(1, min(g.n, chunk // (g.rows * g.out_size * self.dtype.itemsize)))
+        self.col = D.empty(g.rows * self.nb * g.out_size, self.dtype)    # flat: views per chunk
+        self.buf = D.empty(g.m * self.nb * g.out_size, self.dtype)       # outputs, channel-major
+        self.dwt = D.empty((g.rows // g.group, g.m // g.group), self.dtype)
         self.held: tuple[int, int] | None = None   # (address of x, chunk start) that col holds
         if len(g.img) <= 2:
             pad2 = lambda v, one: ((one,) + tuple(v)) if len(v) == 1 else tuple(v)  # noqa: E731
@@ -186,7 +202,7 @@ class Im2colGemm(ConvAlgo):
             self.args2 = (k[0], k[1], p[0], p[1], s[0], s[1], d[0], d[1])
         else:
             self.img2 = None
-            as64 = lambda v: np.array(v, dtype=np.int64)  # noqa: E731
+            as64 = lambda v: D.asarray(np.array(v, dtype=np.int64))  # noqa: E731  (kernel arguments)
             self.argsn = (as64(g.img), as64(g.out), as64(g.kernel), as64(g.pad), as64(g.stride),
                           as64(g.dilation))
 
@@ -205,7 +221,7 @@ class Im2colGemm(ConvAlgo):
         return [(slice(i * mg, (i + 1) * mg), slice(i * rg, (i + 1) * rg)) for i in range(g.group)]
 
     def _im2col(self, col, x, s: int, e: int, reuse: bool) -> None:
-        key = (x.ctypes.data, s)
+        key = (D.address(x), s)
         if reuse and self.held == key:
             return
         q = e - s
@@ -278,6 +294,7 @@ class PatchGemm(ConvAlgo):
 
     name = "patch_gemm"
     fuses_bias = True
+    devices = ("cpu",)
 
     @staticmethod
     def suits(g: ConvShape) -> bool:
@@ -417,6 +434,7 @@ class Winograd(ConvAlgo):
 
     name = "winograd"
     fuses_bias = True
+    devices = ("cpu",)
 
     @staticmethod
     def suits(g: ConvShape) -> bool:
@@ -538,9 +556,14 @@ class Winograd(ConvAlgo):
 CONV_ALGOS: dict[str, type[ConvAlgo]] = {a.name: a for a in (PointwiseGemm, Winograd, PatchGemm, Im2colGemm)}
 
 
-def choose_conv_algo(g: ConvShape) -> str:
+def conv_algo_names(g: ConvShape, kind: str = "cpu") -> list[str]:
+    """The algorithms that suit this shape and run on device ``kind``, in order of preference."""
+    return [name for name, a in CONV_ALGOS.items() if kind in a.devices and a.suits(g)]
+
+
+def choose_conv_algo(g: ConvShape, kind: str = "cpu") -> str:
     """The algorithm used for this shape without a measurement (see ``default_conv_algo``)."""
-    return default_conv_algo(g, [name for name, a in CONV_ALGOS.items() if a.suits(g)])
+    return default_conv_algo(g, conv_algo_names(g, kind))
 
 
 def default_conv_algo(g: ConvShape, names: list[str]) -> str:
@@ -615,8 +638,16 @@ class _ConvBase(Layer):
         tshape = top[0].shape
         self.tshape = (n, tshape[axis], count(tshape, axis + 1))
         dtype = bottom[0].data.dtype
-        names = [name for name, a in CONV_ALGOS.items() if a.suits(g)]
+        kind = D.current().kind
+        names = conv_algo_names(g, kind)
         want = self.p.get("algorithm", "auto")
+        if want in CONV_ALGOS and want not in names and CONV_ALGOS[want].suits(g):
+            # it suits the shape but has no kernels on this device: the field says how, not
+            # what, so the net runs as written with this device's choice (no second net file)
+            use = names[0] if len(names) == 1 else f"the fastest of {', '.join(names)}"
+            warnings.warn(str(self.error(f"algorithm {want} runs on the CPU only; on {kind} this layer uses "
+                                         f"{use}", "algorithm")), stacklevel=2)
+            want = "auto"
         if want != "auto":
             if want not in names:
                 raise self.error(f"algorithm {want} does not suit this layer (kernel {list(g.kernel)}, stride "
@@ -638,6 +669,7 @@ class _ConvBase(Layer):
                             dtype=str(np.dtype(dtype)), bottoms=len(bottom),
                             backward=down if need_backward else False)
         saved = {k: p.grad.copy() for k, p in self.params.items()}
+        dev = D.current()
 
         def trial(name: str):
             engine = CONV_ALGOS[name](g, dtype, self.K)
@@ -647,6 +679,7 @@ class _ConvBase(Layer):
                 self.forward(bottom, top)
                 if need_backward:
                     self.backward(top, list(down), bottom)
+                dev.synchronize()   # a GPU runs kernels asynchronously: time the work, not the launches
             return run
 
         flops = 2.0 * g.n * g.m * count(g.out) * (g.c // g.group) * count(g.kernel) * len(bottom)
@@ -898,9 +931,12 @@ class Pooling(Layer):
         (self.kh, self.kw), (self.ph, self.pw), (self.sh, self.sw) = self.geometry(bottom[0].shape)
         self.method = self.p.get("pool", "MAX")
         # the element each output took, for backward (and MAX's second top)
-        self.index = np.zeros(top[0].shape, np.int32) if self.method != "AVE" else None
-        # float64 whatever the blob dtype, so float32 and float64 nets sample alike
+        self.index = D.zeros(top[0].shape, np.int32) if self.method != "AVE" else None
+        # float64 whatever the blob dtype, so float32 and float64 nets sample alike; drawn on
+        # the host from the layer's Generator, so that a GPU net samples the elements a CPU net
+        # with that seed does, and copied over (on the CPU the device copy is the array itself)
         self.uniform = np.zeros(top[0].shape, np.float64) if self.method == "STOCHASTIC" else None
+        self._uniform_d = D.asarray(self.uniform) if self.uniform is not None else None
 
     def forward(self, bottom, top):
         x, y = bottom[0].data, top[0].data
@@ -913,7 +949,9 @@ class Pooling(Layer):
             K.ave_pool_forward(y, x, self.kh, self.kw, self.sh, self.sw, self.ph, self.pw)
         elif self.phase == "TRAIN":
             self.rng.random(out=self.uniform)
-            K.stochastic_pool_forward_train(y, self.index, x, self.uniform, self.kh, self.kw, self.sh, self.sw)
+            if self._uniform_d is not self.uniform:
+                D.copy_in(self._uniform_d, self.uniform)
+            K.stochastic_pool_forward_train(y, self.index, x, self._uniform_d, self.kh, self.kw, self.sh, self.sw)
         else:
             K.stochastic_pool_forward_test(y, x, self.kh, self.kw, self.sh, self.sw)
 
@@ -995,7 +1033,7 @@ class Im2col(Layer):
             self.args = (kk[0], kk[1], pp[0], pp[1], ss[0], ss[1], dd[0], dd[1])
             self.fwd, self.bwd = self.K.im2col_2d, self.K.col2im_2d
         else:
-            as64 = lambda v: np.array(v, dtype=np.int64)  # noqa: E731
+            as64 = lambda v: D.asarray(np.array(v, dtype=np.int64))  # noqa: E731  (kernel arguments)
             self.x4 = (shape[0], shape[1], count(dims))
             self.col4 = (rows, 1, count(out))
             self.args = (as64(dims), as64(out), as64(k), as64(pad), as64(stride), as64(dil))

@@ -22,6 +22,13 @@ import numpy as np
 from netspec.kernels.cpu.reduce import row_sum
 from netspec.kernels.jit import njit, pjit, prange
 
+# The channels-last patch kernels are the CPU's PatchGemm algorithm: per-thread pipelines that
+# keep blocks of columns in a core's L2 cache and call single-threaded BLAS inside a prange
+# loop, with per-slot partial sums.  A GPU has no use for that design (its convolution is
+# im2col + batched cuBLAS GEMMs), so the layer never offers PatchGemm on CUDA and these have
+# no CUDA twins.
+CPU_ONLY = ("patch_weights", "patch_weight_grad", "add_slot_sums", "patch_forward", "patch_backward")
+
 
 @pjit
 def im2col_2d(col, inp, kh, kw, ph, pw, sh, sw, dh, dw):

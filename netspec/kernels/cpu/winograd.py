@@ -31,6 +31,13 @@ import numpy as np
 
 from netspec.kernels.jit import njit, pjit, prange
 
+# Winograd is a CPU algorithm: its tile transforms are written for vectorized loops over
+# contiguous channels and its GEMMs run single-threaded per slot inside a prange loop.  On a GPU
+# the convolution is im2col + cuBLAS GEMM, so the layer never offers Winograd on CUDA and none
+# of these kernels has a CUDA twin.
+CPU_ONLY = ("winograd_weights", "winograd_weight_grad", "winograd_forward", "winograd_backward",
+            "wino_weights", "wino_weight_grad")
+
 
 @njit
 def winograd_weights(ut, u2, w):
