@@ -305,3 +305,31 @@ def test_a_setup_error_of_every_rank_is_reported_once(tmp_path):
     assert r.returncode == 1
     errors = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(errors) == 1 and errors[0].startswith("error: ") and "missing.npz" in errors[0], r.stderr
+
+
+def test_ctrl_c_stops_every_rank_at_one_iteration_with_a_snapshot(tmp_path):
+    from netspec.io import snapshot as snap
+
+    solver = write_job(tmp_path / "job", write_data(tmp_path), max_iter=10 ** 6, snapshot=20, test_interval=0,
+                       test_iter=[], display=0)
+    rd = tmp_path / "run"
+    cmd = [_mpiexec(), "-n", "2", sys.executable, "-m", "netspec.cli.main", "train", str(solver), "-q",
+           "--run-dir", str(rd)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t_end = time.monotonic() + 120
+        while not list(rd.glob("*_iter_40.solverstate.safetensors")):
+            assert proc.poll() is None and time.monotonic() < t_end, proc.communicate()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)          # mpiexec passes Ctrl-C on to every rank
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, out + err
+    assert out.count("SIGINT received") == 1 and out.count("Optimization stopped early.") == 1
+    latest = snap.latest_state([rd])
+    it = snap.iteration_of(latest)
+    assert out.count(f"toy_iter_{it}.solverstate.safetensors") == 1     # the stop snapshot, written once
+    snap.read_state(latest)

@@ -175,6 +175,7 @@ class Solver:
         self._test_loss_weights = [_output_weights(n) for n in self.test_nets]
         self.batch = self.global_batch
         self._scalars = np.zeros(3)     # loss, stop, snapshot: summed over the ranks at each step
+        self._stopped = False           # the ranks agreed to stop
 
     def _per_rank_batch(self, plan) -> int:
         """``global_batch / (ranks * iter_size)``, or a located error when it does not divide."""
@@ -282,7 +283,9 @@ class Solver:
         old = self._install_signals() if handle_signals else {}
         try:
             self.step(max(0, cfg["max_iter"] - self.iter))
-            if self.stop_requested:
+            # with several ranks, only a stop they agreed on at a step counts (a signal that
+            # reached one rank after the last step must not send it down another path)
+            if self.comm.agreed(bool(self.stop_requested), self._stopped):
                 if self.last_snapshot_iter != self.iter:
                     self.snapshot()
                 self.log.info("Optimization stopped early.")
@@ -359,6 +362,7 @@ class Solver:
                     self.snapshot()
                 if stop:
                     self.stop_requested = self.stop_requested or signal.SIGTERM   # agreed by another rank
+                    self._stopped = True
                     break
         finally:
             if bar is not None:
