@@ -29,6 +29,7 @@ def launch(kernel, n: int, *args) -> None:
         return
     if SIM:
         check_device_args(kernel, args)
+        args = shared_args(args)
     blocks, threads = config(n)
     kernel[blocks, threads](*args)
 
@@ -39,6 +40,7 @@ def launch_blocks(kernel, blocks: int, threads: int, *args) -> None:
         return
     if SIM:
         check_device_args(kernel, args)
+        args = shared_args(args)
         blocks = min(blocks, 2)
     kernel[blocks, threads](*args)
 
@@ -53,3 +55,15 @@ def check_device_args(kernel, args) -> None:
             name = getattr(kernel, "__name__", None) or getattr(getattr(kernel, "py_func", None), "__name__", "kernel")
             raise TypeError(f"{name}: argument {k} is a host array {a.shape} {a.dtype}; kernels take "
                             f"device arrays (netspec.core.device.empty/asarray)")
+
+
+def shared_args(args) -> tuple:
+    """Under the simulator, hand kernels the arrays' own memory.  Given NumPy arrays, numba's
+    simulator runs a kernel on a copy of each and copies them all back in argument order, so an
+    in-place call (``out`` the same memory as ``inp``) ends with ``inp``'s untouched copy written
+    over the results; on a GPU both are one buffer, as they are here."""
+    import numpy as np
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+    return tuple(FakeCUDAArray(a.view(np.ndarray)) if isinstance(a, np.ndarray) and a.ndim > 0 else a
+                 for a in args)
