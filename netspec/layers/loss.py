@@ -5,6 +5,9 @@ receives a gradient.  ``normalization`` follows Caffe's LossParameter: FULL, VAL
 BATCH_SIZE, NONE; the deprecated ``normalize: false`` means BATCH_SIZE.  The Net seeds the loss
 top's gradient with the loss weight, so backward scales by ``top[0].grad / normalizer``.
 Kernels: ``softmax`` (SoftmaxWithLoss, InfogainLoss's softmax) and ``loss`` (the rest).
+
+On a GPU the scratch arrays live there and the loss is summed and divided there: a forward
+reads one number back (the label check's answer), and the Net reads the loss top itself.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from netspec.core.device import kernels
+from netspec.core import device as D
+from netspec.core.device import kernels, to_host
 from netspec.core.layer import Layer, count, register
 from netspec.spec import types as T
 
@@ -47,6 +51,26 @@ class Loss(Layer):
         """(has ignore_label, its value) as the kernels take them."""
         ign = self.p.get("ignore_label")
         return ign is not None, int(ign if ign is not None else 0)
+
+    def set_loss(self, top, losses, valid, outer: int, inner: int) -> None:
+        """``top = sum(losses) / normalizer``, computed where the arrays live.  Only VALID with
+        an ignore_label depends on the data: that count is summed there too, and read on the
+        host only when backward needs it.  (Without an ignore_label every one of the
+        ``outer * inner`` positions counts.)"""
+        if self.mode == "VALID" and self.has_ignore:
+            self._count = valid.sum()
+            self.z = None
+            # a NumPy or device scalar: the division stays in the blob dtype, as with a float
+            top[0].data[...] = losses.sum() / np.maximum(self._count, 1.0)
+        else:
+            self.z = normalizer(self.mode, outer, inner, outer * inner)
+            top[0].data[...] = losses.sum() / self.z
+
+    def grad_scale(self, top) -> float:
+        """The loss weight the Net seeded over the last forward's normalizer."""
+        if self.z is None:
+            self.z = normalizer("VALID", 0, 0, float(to_host(self._count)))
+        return float(to_host(top[0].grad)) / self.z
 
 
 def _fmt(shape) -> str:
@@ -83,9 +107,10 @@ class SoftmaxWithLoss(Loss):
         shape = bottom[0].shape
         axis = self.axis(self.p.get("axis", 1), len(shape))
         self.outer, self.c, self.inner = count(shape, 0, axis), shape[axis], count(shape, axis + 1)
-        self.prob = top[1].data if len(top) > 1 else np.empty(shape, dtype=bottom[0].data.dtype)
-        self.losses = np.empty((self.outer, self.inner), dtype=bottom[0].data.dtype)
-        self.valid = np.empty_like(self.losses)
+        dt = bottom[0].data.dtype
+        self.prob = top[1].data if len(top) > 1 else D.empty(shape, dt)
+        self.losses = D.empty((self.outer, self.inner), dt)
+        self.valid = D.empty((self.outer, self.inner), dt)
         self.mode = normalization_mode(self.p)
         self.has_ignore, self.ignore_label = self.ignore_args()
         self.z = 1.0
@@ -100,15 +125,13 @@ class SoftmaxWithLoss(Loss):
         self.K.softmax_forward(prob, x)
         check_label_values(self, label, self.c)
         self.K.softmax_loss_forward(self.losses, self.valid, prob, label, self.has_ignore, self.ignore_label)
-        self.z = normalizer(self.mode, self.outer, self.inner, float(self.valid.sum()))
-        top[0].data[...] = self.losses.sum() / self.z
+        self.set_loss(top, self.losses, self.valid, self.outer, self.inner)
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             _, prob, label = self._views(bottom)
             dx = bottom[0].grad.reshape(self.outer, self.c, self.inner)
-            scale = float(top[0].grad) / self.z
-            self.K.softmax_loss_backward(dx, prob, label, self.has_ignore, self.ignore_label, scale)
+            self.K.softmax_loss_backward(dx, prob, label, self.has_ignore, self.ignore_label, self.grad_scale(top))
 
 
 @register("SigmoidCrossEntropyLoss")
@@ -140,8 +163,8 @@ class SigmoidCrossEntropyLoss(Loss):
         shape = bottom[0].shape
         self.num, self.dim = shape[0], count(shape, 1)
         dt = bottom[0].data.dtype
-        self.losses = np.empty(self.num, dtype=dt)
-        self.valid = np.empty(self.num, dtype=dt)
+        self.losses = D.empty(self.num, dt)
+        self.valid = D.empty(self.num, dt)
         # this layer's default is BATCH_SIZE, not VALID (Caffe's sigmoid_cross_entropy_loss_layer.cpp)
         self.mode = normalization_mode(self.p, default="BATCH_SIZE")
         # Caffe compares static_cast<int>(target) with ignore_label: targets are truncated first
@@ -152,15 +175,14 @@ class SigmoidCrossEntropyLoss(Loss):
         x = bottom[0].data.reshape(self.num, self.dim)
         t = bottom[1].data.reshape(self.num, self.dim)
         self.K.sigmoid_cross_entropy_forward(self.losses, self.valid, x, t, self.has_ignore, self.ignore_label)
-        self.z = normalizer(self.mode, self.num, self.dim, float(self.valid.sum()))
-        top[0].data[...] = self.losses.sum() / self.z
+        self.set_loss(top, self.losses, self.valid, self.num, self.dim)
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             self.K.sigmoid_cross_entropy_backward(
                 bottom[0].grad.reshape(self.num, self.dim), bottom[0].data.reshape(self.num, self.dim),
                 bottom[1].data.reshape(self.num, self.dim), self.has_ignore, self.ignore_label,
-                float(top[0].grad) / self.z)
+                self.grad_scale(top))
 
 
 @register("EuclideanLoss")
@@ -189,8 +211,8 @@ class EuclideanLoss(Loss):
         shape = bottom[0].shape
         self.num, self.dim = shape[0], count(shape, 1)
         dt = bottom[0].data.dtype
-        self.diff = np.empty((self.num, self.dim), dtype=dt)
-        self.losses = np.empty(self.num, dtype=dt)
+        self.diff = D.empty((self.num, self.dim), dt)
+        self.losses = D.empty(self.num, dt)
 
     def forward(self, bottom, top):
         self.K.euclidean_forward(self.diff, self.losses, bottom[0].data.reshape(self.num, self.dim),
@@ -200,7 +222,7 @@ class EuclideanLoss(Loss):
     def backward(self, top, propagate_down, bottom):
         for j, sign in ((0, 1.0), (1, -1.0)):
             if propagate_down[j]:
-                alpha = sign * float(top[0].grad) / self.num
+                alpha = sign * float(to_host(top[0].grad)) / self.num
                 self.K.euclidean_backward(bottom[j].grad.reshape(-1), self.diff.reshape(-1), alpha)
 
 
@@ -225,8 +247,8 @@ class HingeLoss(Loss):
         shape = bottom[0].shape
         self.num, self.dim = shape[0], count(shape, 1)
         dt = bottom[0].data.dtype
-        self.margins = np.empty((self.num, self.dim), dtype=dt)
-        self.losses = np.empty(self.num, dtype=dt)
+        self.margins = D.empty((self.num, self.dim), dt)
+        self.losses = D.empty(self.num, dt)
         self.norm = 2 if self.p.get("norm", "L1") == "L2" else 1
 
     def forward(self, bottom, top):
@@ -239,7 +261,7 @@ class HingeLoss(Loss):
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             self.K.hinge_backward(bottom[0].grad.reshape(self.num, self.dim), self.margins,
-                                  bottom[1].data.reshape(-1), self.norm, float(top[0].grad) / self.num)
+                                  bottom[1].data.reshape(-1), self.norm, float(to_host(top[0].grad)) / self.num)
 
 
 @register("ContrastiveLoss")
@@ -274,9 +296,9 @@ class ContrastiveLoss(Loss):
         shape = bottom[0].shape
         self.num, self.dim = shape[0], count(shape, 1)
         dt = bottom[0].data.dtype
-        self.diff = np.empty((self.num, self.dim), dtype=dt)
-        self.dist_sq = np.empty(self.num, dtype=dt)
-        self.losses = np.empty(self.num, dtype=dt)
+        self.diff = D.empty((self.num, self.dim), dt)
+        self.dist_sq = D.empty(self.num, dt)
+        self.losses = D.empty(self.num, dt)
         self.margin = float(self.p.get("margin", 1.0))
         self.legacy = bool(self.p.get("legacy_version", False))
 
@@ -289,7 +311,7 @@ class ContrastiveLoss(Loss):
     def backward(self, top, propagate_down, bottom):
         for j, sign in ((0, 1.0), (1, -1.0)):
             if propagate_down[j]:
-                alpha = sign * float(top[0].grad) / self.num
+                alpha = sign * float(to_host(top[0].grad)) / self.num
                 self.K.contrastive_backward(bottom[j].grad.reshape(self.num, self.dim), self.diff, self.dist_sq,
                                             bottom[2].data.reshape(-1), self.margin, self.legacy, alpha)
 
@@ -337,15 +359,15 @@ class InfogainLoss(Loss):
         axis = self.axis(self.p.get("axis", 1), len(shape))
         self.outer, self.c, self.inner = count(shape, 0, axis), shape[axis], count(shape, axis + 1)
         dt = bottom[0].data.dtype
-        self.prob = top[1].data if len(top) > 1 else np.empty(shape, dtype=dt)
-        self.losses = np.empty((self.outer, self.inner), dtype=dt)
-        self.valid = np.empty_like(self.losses)
+        self.prob = top[1].data if len(top) > 1 else D.empty(shape, dt)
+        self.losses = D.empty((self.outer, self.inner), dt)
+        self.valid = D.empty((self.outer, self.inner), dt)
         # Caffe rejects the deprecated `normalize` here (the schema has no such field)
         self.mode = normalization_mode(self.p)
         self.has_ignore, self.ignore_label = self.ignore_args()
         self.H = None
         if len(bottom) < 3:
-            self.H = self._load_h(dt)
+            self.H = D.asarray(self._load_h(dt))   # copied to the device once
         self.z = 1.0
 
     def _load_h(self, dtype) -> np.ndarray:
@@ -373,14 +395,13 @@ class InfogainLoss(Loss):
         self.S.softmax_forward(prob, bottom[0].data.reshape(self.outer, self.c, self.inner))
         check_label_values(self, label, self.c)
         self.K.infogain_forward(self.losses, self.valid, prob, label, h, self.has_ignore, self.ignore_label)
-        self.z = normalizer(self.mode, self.outer, self.inner, float(self.valid.sum()))
-        top[0].data[...] = self.losses.sum() / self.z
+        self.set_loss(top, self.losses, self.valid, self.outer, self.inner)
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             prob, label, h = self._views(bottom)
             self.K.infogain_backward(bottom[0].grad.reshape(self.outer, self.c, self.inner), prob, label, h,
-                                     self.has_ignore, self.ignore_label, float(top[0].grad) / self.z)
+                                     self.has_ignore, self.ignore_label, self.grad_scale(top))
 
 
 @register("MultinomialLogisticLoss")
@@ -401,7 +422,7 @@ class MultinomialLogisticLoss(Loss):
         self.K = kernels("loss")
         shape = bottom[0].shape
         self.num, self.dim = shape[0], count(shape, 1)
-        self.losses = np.empty(self.num, dtype=bottom[0].data.dtype)
+        self.losses = D.empty(self.num, bottom[0].data.dtype)
 
     def forward(self, bottom, top):
         label = bottom[1].data.reshape(-1)
@@ -413,7 +434,7 @@ class MultinomialLogisticLoss(Loss):
         if propagate_down[0]:
             self.K.multinomial_logistic_backward(bottom[0].grad.reshape(self.num, self.dim),
                                                  bottom[0].data.reshape(self.num, self.dim),
-                                                 bottom[1].data.reshape(-1), float(top[0].grad) / self.num)
+                                                 bottom[1].data.reshape(-1), float(to_host(top[0].grad)) / self.num)
 
 
 @register("Accuracy")
@@ -458,19 +479,21 @@ class Accuracy(Layer):
         self.top_k = int(self.p.get("top_k", 1))
         ign = self.p.get("ignore_label")
         self.has_ignore, self.ignore_label = ign is not None, int(ign if ign is not None else 0)
-        self.hits = np.zeros(self.c)   # per true class: correct positions
-        self.nums = np.zeros(self.c)   # per true class: counted (non-ignored) positions
+        self.hits = D.zeros(self.c, np.float64)   # per true class: correct positions
+        self.nums = D.zeros(self.c, np.float64)   # per true class: counted (non-ignored) positions
+        self._den = D.empty(self.c, np.float64) if len(top) > 1 else None   # nums, at least 1
 
     def forward(self, bottom, top):
         label = bottom[1].data.reshape(self.outer, self.inner)
         check_label_values(self, label, self.c)
         self.K.accuracy_forward(self.hits, self.nums, bottom[0].data.reshape(self.outer, self.c, self.inner),
                                 label, self.top_k, self.has_ignore, self.ignore_label)
-        n = self.nums.sum()
-        top[0].data[...] = self.hits.sum() / n if n else 0.0
+        # divided where the counts are (a count of 0 has 0 hits: 0 / 1 = 0, with no branch
+        # on a device value)
+        top[0].data[...] = self.hits.sum() / np.maximum(self.nums.sum(), 1.0)
         if len(top) > 1:  # a class never seen in the batch has accuracy 0
-            top[1].data[...] = 0.0
-            np.divide(self.hits, self.nums, out=top[1].data, where=self.nums > 0, casting="unsafe")
+            np.maximum(self.nums, 1.0, out=self._den)
+            np.divide(self.hits, self._den, out=top[1].data, casting="unsafe")
 
 
 def normalizer(mode: str, outer: int, inner: int, valid: float) -> float:
@@ -493,9 +516,11 @@ def check_label_values(layer, label, num_classes: int) -> None:
 
     flat = label.reshape(-1)
     ign = layer.p.get("ignore_label")
+    # checked where the labels are; only the first bad position comes back (and its value)
     bad = layer.K.check_labels(flat, float(num_classes), ign is not None, float(ign if ign is not None else 0))
     if bad >= 0:
-        raise layer.error(f"label {flat[bad]:g} at position {bad} of the batch is not a class index in "
+        value = float(to_host(flat[bad:bad + 1])[0])
+        raise layer.error(f"label {value:g} at position {bad} of the batch is not a class index in "
                           f"[0, {num_classes}); check the dataset's labels or the number of outputs",
                           "bottom", cls=DataError)
 

@@ -1,13 +1,15 @@
 """Normalization and affine layers: LRN, BatchNorm, MVN, Scale, Bias.
 
 The layers reshape their blobs into the 3-D views the ``norm`` kernels take and keep their
-scratch (LRN's scale, BatchNorm's normalized input, per-row statistics) from ``setup`` on.
+scratch (LRN's scale, BatchNorm's normalized input, per-row statistics) from ``setup`` on, on
+the net's device; nothing in a forward or backward reads a device value back to the host.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from netspec.core import device as D
 from netspec.core.device import kernels
 from netspec.core.layer import Layer, count, register
 from netspec.spec import types as T
@@ -58,8 +60,8 @@ class LRN(Layer):
         self.k = float(self.p.get("k", 1.0))
         self.across = self.p.get("norm_region", "ACROSS_CHANNELS") == "ACROSS_CHANNELS"
         self.dims = (n, c, h * w) if self.across else (n * c, h, w)
-        self._scale = np.empty(self.dims, dtype=bottom[0].data.dtype)  # k + alpha/n sum x^2, for backward
-        self._tmp = np.empty(self.dims, dtype=bottom[0].data.dtype)    # kernel scratch
+        self._scale = D.empty(self.dims, bottom[0].data.dtype)  # k + alpha/n sum x^2, for backward
+        self._tmp = D.empty(self.dims, bottom[0].data.dtype)    # kernel scratch
 
     def forward(self, bottom, top):
         x, y = bottom[0].data.reshape(self.dims), top[0].data.reshape(self.dims)
@@ -136,14 +138,18 @@ class BatchNorm(Layer):
         self.eps = float(self.p.get("eps", 1e-5))
         m = count(shape) // c
         self.correction = m / (m - 1) if m > 1 else 1.0  # biased -> unbiased variance
-        self._mean = np.zeros(c)        # float64 statistics, whatever the blob dtype
-        self._var = np.zeros(c)
-        self._inv_std = np.zeros(c)
+        dt = bottom[0].data.dtype
+        self._mean = D.zeros(c, np.float64)      # float64 statistics, whatever the blob dtype
+        self._var = D.zeros(c, np.float64)
+        self._inv_std = D.zeros(c, np.float64)
+        if self.use_global:   # 1 / the running statistics' normalizer, computed where it is
+            self._s = D.zeros(1, np.float64)
+            self._f = D.zeros(1, dt)
         # the normalized input for backward: top 0 may be overwritten by a later in-place layer
-        self._xnorm = None if self.use_global else np.empty(self.dims, dtype=bottom[0].data.dtype)
+        self._xnorm = None if self.use_global else D.empty(self.dims, dt)
         self._scale = None    # the Scale this layer is fused with (see fuse_next)
-        self._ones = np.ones(c, dtype=bottom[0].data.dtype)      # gamma when alone
-        self._sums = np.empty((2, c), dtype=bottom[0].data.dtype)  # gamma's and beta's, unused alone
+        self._ones = D.full(c, 1.0, dt)        # gamma when alone
+        self._sums = D.empty((2, c), dt)       # gamma's and beta's, unused alone
         self._bottom_grad = bottom[0].grad.reshape(self.dims)
 
     def fuse_next(self, nxt, bottom, top, nxt_bottom, nxt_top):
@@ -164,10 +170,13 @@ class BatchNorm(Layer):
         x, y = bottom[0].data.reshape(self.dims), top[0].data.reshape(self.dims)
         mean, var, sf = (self.params[p].data for p in self.param_names)
         if self.use_global:
-            s = float(sf.reshape(-1)[0])
-            f = 0.0 if s == 0 else 1.0 / s   # a fresh net: mean 0, variance 0, y = x / sqrt(eps)
-            np.multiply(mean, f, out=self._mean)
-            np.multiply(var, f, out=self._var)
+            # f = 1 / s, or 0 for a fresh net (s == 0: mean 0, variance 0, y = x / sqrt(eps)),
+            # without reading s back from a GPU: 1 / s in float64, then rounded to the blob
+            # dtype, which is what NumPy does with the Python float 1.0 / float(s)
+            np.copyto(self._s, sf)
+            np.copyto(self._f, (self._s != 0) / (self._s + (self._s == 0)))
+            np.multiply(mean, self._f, out=self._mean)
+            np.multiply(var, self._f, out=self._var)
         else:
             self.K.batchnorm_stats(self._mean, self._var, x)
             if self.update:
@@ -226,8 +235,8 @@ class MVN(Layer):
         self.dims = (rows, count(shape) // rows)
         self.normalize_variance = bool(self.p.get("normalize_variance", True))
         self.eps = float(self.p.get("eps", 1e-9))
-        self._mean = np.zeros(rows)
-        self._std = np.zeros(rows)
+        self._mean = D.zeros(rows, np.float64)
+        self._std = D.zeros(rows, np.float64)
 
     def forward(self, bottom, top):
         self.K.mvn_forward(top[0].data.reshape(self.dims), self._mean, self._std, bottom[0].data.reshape(self.dims),
@@ -328,11 +337,14 @@ class Scale(Layer):
         self.dims = _affine_dims(self, bottom[0].shape, operand)
         self.bias = "bias" in self.params
         dtype = bottom[0].data.dtype
-        self._dscale = np.empty(self.dims[1], dtype=dtype)
-        self._dbias = np.empty(self.dims[1], dtype=dtype)
-        # in place, the gradient of gamma needs the input forward overwrote (as Caffe's temp_)
-        in_place = top[0] is bottom[0] or np.shares_memory(top[0].data, bottom[0].data)
-        self._x = np.empty(self.dims, dtype=dtype) if in_place else None
+        self._dscale = D.empty(self.dims[1], dtype)
+        self._dbias = D.empty(self.dims[1], dtype)
+        # in place, the gradient of gamma needs the input forward overwrote (as Caffe's temp_).
+        # Blobs are contiguous, so overlapping bounds mean shared memory (and a false alarm
+        # would cost only the copy); CuPy tests bounds without a kernel, where its
+        # shares_memory sorts a pointer per element
+        in_place = top[0] is bottom[0] or np.may_share_memory(top[0].data, bottom[0].data)
+        self._x = D.empty(self.dims, dtype) if in_place else None
         self._bn = None       # the BatchNorm before this layer, when fused with it
 
     def fuse_batchnorm(self, bn) -> None:
@@ -428,7 +440,7 @@ class Bias(Layer):
         self.two = len(bottom) == 2
         operand = bottom[1].shape if self.two else self.params["bias"].data.shape
         self.dims = _affine_dims(self, bottom[0].shape, operand)
-        self._dbias = np.empty(self.dims[1], dtype=bottom[0].data.dtype)
+        self._dbias = D.empty(self.dims[1], bottom[0].data.dtype)
 
     def _beta(self, bottom) -> np.ndarray:
         return (bottom[1].data if self.two else self.params["bias"].data).reshape(-1)
