@@ -156,6 +156,12 @@ class Net:
     # ---- running -----------------------------------------------------------------------
     def forward(self) -> float:
         """Run every layer; the weighted sum of the loss tops."""
+        if self.device.is_cuda:   # what layers allocate while they run goes to this net's GPU
+            with D.use(self.device):
+                return self._forward()
+        return self._forward()
+
+    def _forward(self) -> float:
         loss = 0.0
         get, put = self._threads
         threads = cur = get()
@@ -176,6 +182,12 @@ class Net:
 
     def backward(self) -> None:
         """Gradients of the loss: bottoms overwritten, params accumulated into ``param_grad``."""
+        if self.device.is_cuda:
+            with D.use(self.device):
+                return self._backward()
+        return self._backward()
+
+    def _backward(self) -> None:
         for lp, bottoms, tops in self._steps:
             for j, w in enumerate(lp.loss_weights):
                 if w:

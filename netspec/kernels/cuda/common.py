@@ -38,15 +38,17 @@ def _embed_bad(bad, index, input_dim):
     # bad: (1,) int64, starts at index.size; the smallest bad position wins
     for i in range(cuda.grid(1), index.size, cuda.gridsize(1)):
         v = index[i]
-        if not (v >= 0 and v < input_dim) or v != math.floor(v):
+        if v != v or not (v >= 0 and v < input_dim) or v != math.floor(v):   # (NaN first: floor(NaN) raises)
             cuda.atomic.min(bad, 0, i)
 
 
 def embed_check(index, input_dim):
     # index: (M,) of floats; the first position that is not an integer in [0, input_dim), or -1
-    from netspec.core.device import current, to_host
+    import numpy as np
 
-    bad = current().full(1, index.size, dtype="int64")
+    from netspec.core.device import to_host
+
+    bad = np.full_like(index, index.size, shape=(1,), dtype=np.int64)   # on index's device
     launch(_embed_bad, index.size, bad, index, input_dim)
     first = int(to_host(bad)[0])
     return -1 if first >= index.size else first
