@@ -128,6 +128,10 @@ def netspec_net(name: str, batch: int, classes: int, device: str, smoke: bool):
     return Net(plan(insert_splits(spec)), dtype="float32", seed=1, device=device)
 
 
+def _batch(name: str, smoke: bool) -> int:
+    return 2 if smoke else NETS[name][1]
+
+
 class NetspecRun:
     def __init__(self, name: str, device: str, smoke: bool):
         import numpy as np
@@ -135,7 +139,8 @@ class NetspecRun:
         from netspec.core.device import copy_in
         from netspec.solvers.rules import Updater
 
-        _, batch, classes = NETS[name]
+        classes = NETS[name][2]
+        batch = _batch(name, smoke)
         self.batch = batch
         self.net = netspec_net(name, batch, classes, device, smoke)
         rng = np.random.default_rng(0)
@@ -203,7 +208,7 @@ class TorchRun:
         import torch
         import torch.nn as nn
 
-        _, batch, classes = NETS[name]
+        classes, batch = NETS[name][2], _batch(name, smoke)
         self.batch = batch
         self.torch = torch
         self.dev = torch.device(device)
@@ -245,8 +250,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--device", default="cuda:0")
     ap.add_argument("--out", type=Path, help="write the figures as JSON")
-    ap.add_argument("--smoke", action="store_true", help="tiny AlexNet, 1 step each, torch on its own "
-                    "device choice: checks the code paths (under NUMBA_ENABLE_CUDASIM=1 too)")
+    ap.add_argument("--smoke", action="store_true", help="batch 2, a narrow AlexNet, 1 step each, PyTorch "
+                    "on the CPU without a GPU: checks the code paths (under NUMBA_ENABLE_CUDASIM=1 too)")
     args = ap.parse_args(argv)
     import torch
 
