@@ -6,6 +6,9 @@ reads the top, as Caffe does, so it works in place.  Where it needs the input (P
 Log, Clip), a layer run in place keeps a copy of its input, as Caffe's PReLU does (Caffe's
 Power, Log and Clip read the overwritten bottom instead, which gives wrong gradients).  BNLL
 in place takes its gradient from the output: sigmoid(x) = 1 - exp(-y).
+
+Layers never know the device: kernels come from ``kernels("neuron")`` and scratch buffers (the
+saved input, PReLU's slope sums, Swish's gate) are made on the current device in ``setup``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from netspec.core import device as D
 from netspec.core.device import kernels
 from netspec.core.layer import Layer, count, register
 from netspec.spec import types as T
@@ -34,8 +38,10 @@ class Neuron(Layer):
 
     def setup(self, bottom, top):
         self.K = kernels("neuron")
-        self.in_place = top[0] is bottom[0] or np.shares_memory(top[0].data, bottom[0].data)
-        self._x = np.empty(bottom[0].count, bottom[0].data.dtype) if self.keeps_input and self.in_place else None
+        # blobs are contiguous, so overlapping bounds mean shared memory: the bounds check is exact
+        # here, and on a GPU it costs nothing where CuPy's exact check sorts every element's address
+        self.in_place = top[0] is bottom[0] or np.may_share_memory(top[0].data, bottom[0].data)
+        self._x = D.empty(bottom[0].count, bottom[0].data.dtype) if self.keeps_input and self.in_place else None
 
     def save_input(self, bottom) -> None:
         """Copy the input before forward overwrites it (only when it will be needed)."""
@@ -140,7 +146,7 @@ class PReLU(Neuron):
         shape = bottom[0].shape
         self.dims = (shape[0], shape[1], count(shape, 2))
         self.div = shape[1] if self.p.get("channel_shared") else 1   # channel -> slope index divisor
-        self._dslope = np.empty(shape[1], dtype=bottom[0].data.dtype)  # per-channel slope grads
+        self._dslope = D.empty(shape[1], bottom[0].data.dtype)  # per-channel slope grads
 
     def forward(self, bottom, top):
         self.save_input(bottom)
@@ -197,7 +203,7 @@ class Swish(Neuron):
     def setup(self, bottom, top):
         super().setup(bottom, top)
         self.beta = float(self.p.get("beta", 1.0))
-        self._sig = np.empty(bottom[0].count, dtype=bottom[0].data.dtype)  # sigmoid(beta x)
+        self._sig = D.empty(bottom[0].count, bottom[0].data.dtype)  # sigmoid(beta x)
 
     def forward(self, bottom, top):
         self.K.swish_forward(top[0].data.reshape(-1), self._sig, bottom[0].data.reshape(-1), self.beta)

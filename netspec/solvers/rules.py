@@ -21,6 +21,13 @@ The rules (``w`` the params, ``g`` the conditioned gradient, state as in Caffe's
 
 Params with ``lr_mult`` 0 are never changed: their gradient is zeroed first (Caffe computes
 none for them), so they do not count in the clipping norm, and their update is exactly 0.
+
+Everything lives on the net's device (``net.device``): the rule state, the scratch arrays and
+the per-param multipliers (built on the host once, then copied over).  The rules are NumPy
+ufuncs with ``out=``, which on a GPU run on CuPy's arrays, one correctly rounded operation each,
+so a GPU update gives the CPU's numbers bit for bit (the clipping norm, a BLAS or cuBLAS dot,
+may differ in its last bits).  The rule state is device arrays; ``state_host`` and
+``load_state`` copy it out and in for snapshots.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from typing import Mapping
 
 import numpy as np
 
+from netspec.core.device import CPU, Device, copy_in, to_host
+
 
 class Rule(abc.ABC):
     """One update rule: its state arrays (over the whole arena) and ``update``."""
@@ -38,11 +47,12 @@ class Rule(abc.ABC):
     name = ""
     state_names: tuple[str, ...] = ()
 
-    def __init__(self, cfg: Mapping, size: int, dtype):
+    def __init__(self, cfg: Mapping, size: int, dtype, device: "Device | None" = None):
+        self.device = device if device is not None else CPU
         self.momentum = float(cfg.get("momentum", 0.0))
         self.delta = float(cfg.get("delta", 1e-8))
-        self.state = {n: np.zeros(size, dtype=dtype) for n in self.state_names}
-        self.tmp = np.empty(size, dtype=dtype)
+        self.state = {n: self.device.zeros(size, dtype) for n in self.state_names}
+        self.tmp = self.device.empty(size, dtype)
 
     @abc.abstractmethod
     def update(self, g: np.ndarray, alpha: np.ndarray, it: int) -> np.ndarray:
@@ -96,8 +106,8 @@ class RMSProp(Rule):
     name = "RMSProp"
     state_names = ("history",)
 
-    def __init__(self, cfg, size, dtype):
-        super().__init__(cfg, size, dtype)
+    def __init__(self, cfg, size, dtype, device=None):
+        super().__init__(cfg, size, dtype, device)
         self.rho = float(cfg.get("rms_decay", 0.99))
 
     def update(self, g, alpha, it):
@@ -117,9 +127,9 @@ class AdaDelta(Rule):
     name = "AdaDelta"
     state_names = ("history", "update_history")
 
-    def __init__(self, cfg, size, dtype):
-        super().__init__(cfg, size, dtype)
-        self.tmp2 = np.empty(size, dtype=dtype)
+    def __init__(self, cfg, size, dtype, device=None):
+        super().__init__(cfg, size, dtype, device)
+        self.tmp2 = self.device.empty(size, dtype)
 
     def update(self, g, alpha, it):
         h, h2, t, t2, mu = self.state["history"], self.state["update_history"], self.tmp, self.tmp2, self.momentum
@@ -144,8 +154,8 @@ class Adam(Rule):
     name = "Adam"
     state_names = ("m", "v")
 
-    def __init__(self, cfg, size, dtype):
-        super().__init__(cfg, size, dtype)
+    def __init__(self, cfg, size, dtype, device=None):
+        super().__init__(cfg, size, dtype, device)
         self.beta1 = self.momentum
         self.beta2 = float(cfg.get("momentum2", 0.999))
 
@@ -183,15 +193,16 @@ class Updater:
     def __init__(self, cfg: Mapping, net):
         self.data: np.ndarray = net.param_data
         self.grad: np.ndarray = net.param_grad
-        size, dtype = self.data.size, self.data.dtype
+        self.device: Device = getattr(net, "device", CPU)
+        dev, size, dtype = self.device, self.data.size, self.data.dtype
         self.iter_size = int(cfg.get("iter_size", 1))
         self.clip = float(cfg.get("clip_gradients", -1.0))
         self.clip_after_normalize = bool(cfg.get("clip_after_normalize", False))
         self.l1 = cfg.get("regularization_type", "L2") == "L1"
-        self.rule: Rule = RULES[cfg.get("type", "SGD")](cfg, size, dtype)
+        self.rule: Rule = RULES[cfg.get("type", "SGD")](cfg, size, dtype, dev)
         self.decoupled = getattr(self.rule, "decoupled", False)
         weight_decay = float(cfg.get("weight_decay", 0.0))
-        lr_mult = np.zeros(size, dtype=dtype)
+        lr_mult = np.zeros(size, dtype=dtype)      # on the host, then copied to the device once
         decay = np.zeros(size, dtype=dtype)
         self.frozen: list[tuple[int, int]] = []
         for p in net.learnable:
@@ -200,16 +211,28 @@ class Updater:
             decay[p.offset:p.offset + n] = weight_decay * p.decay_mult
             if p.lr_mult == 0:
                 self.frozen.append((p.offset, n))
-        self.lr_mult = lr_mult
-        self.decay = decay if weight_decay and decay.any() else None
-        self.alpha = np.empty(size, dtype=dtype)
+        self.lr_mult = dev.asarray(lr_mult)                 # the host array itself on the CPU
+        self.decay = dev.asarray(decay) if weight_decay and decay.any() else None
+        self.alpha = dev.empty(size, dtype)
         self._alpha_rate: float | None = None
-        self.tmp = np.empty(size, dtype=dtype)
+        self.tmp = dev.empty(size, dtype)
         self.last_clip: tuple[float, float] | None = None   # (norm, scale) when clipping happened
+        # the fused SGD pass, from the net's device's kernels (whatever device is current)
+        self._sgd = dev.kernels("solver").sgd_update if isinstance(self.rule, SGD) and not self.l1 else None
 
     @property
     def state(self) -> dict[str, np.ndarray]:
+        """The rule state by name, each an array over the whole arena on the net's device."""
         return self.rule.state
+
+    def state_host(self) -> dict[str, np.ndarray]:
+        """Host (NumPy) copies of the rule state, for snapshots (the arrays themselves on the CPU)."""
+        return {name: to_host(arr) for name, arr in self.rule.state.items()}
+
+    def load_state(self, host: Mapping[str, np.ndarray]) -> None:
+        """Copy rule state (host arrays over the whole arena, by name) into this updater's."""
+        for name, arr in self.rule.state.items():
+            copy_in(arr, np.reshape(to_host(host[name]), arr.shape))
 
     def apply(self, rate: float, it: int) -> None:
         """Condition the gradient (already summed over iter_size passes), then ``w -= u``."""
@@ -227,13 +250,11 @@ class Updater:
             np.multiply(self.lr_mult, rate, out=self.alpha)
             self._alpha_rate = rate
         alpha = self.alpha
-        if isinstance(self.rule, SGD) and not self.l1:
+        if self._sgd is not None:
             # the same operations in one pass over the arena (bit for bit the same result)
-            from netspec.core.device import kernels
-
             decay = self.decay if self.decay is not None else alpha
-            kernels("solver").sgd_update(w, self.rule.state["history"], g, alpha, decay,
-                                         w.dtype.type(self.rule.momentum), self.decay is not None)
+            self._sgd(w, self.rule.state["history"], g, alpha, decay, w.dtype.type(self.rule.momentum),
+                      self.decay is not None)
             return
         if self.decay is not None and not self.decoupled:
             g += self._decay_term(w)
