@@ -96,13 +96,12 @@ def _median(xs):
 # ---- netspec -------------------------------------------------------------------------------
 
 def netspec_net(name: str, batch: int, classes: int, device: str, smoke: bool):
+    from bench_train import train_with_inputs
+
     from netspec import api
-    from netspec.core.layer import layer_class
     from netspec.core.net import Net
-    from netspec.graph.deploy import is_source
     from netspec.graph.plan import plan
     from netspec.graph.splits import insert_splits
-    from netspec.spec.normalize import normalize_layer
 
     src = NETS[name][0]
     if src == "caffe:alexnet":
@@ -112,19 +111,7 @@ def netspec_net(name: str, batch: int, classes: int, device: str, smoke: bool):
         net = convert_net_text(text, "alexnet.prototxt", NetOptions(check=False)).net
         spec = api.phase_net(net, "TRAIN")
     else:
-        net = api.load_net(ROOT / src)
-        spec = api.phase_net(net, "TRAIN")
-        shapes = plan(insert_splits(spec)).blobs
-        layers = []
-        for layer in spec.layers:
-            if is_source(layer_class(layer["type"])):
-                tops = list(layer["top"])
-                fields = {"name": layer["name"], "type": "Input", "top": tops,
-                          "shape": [[batch] + list(shapes[t][1:]) for t in tops]}
-                layers.append(normalize_layer(fields, None, layer.src))
-            else:
-                layers.append(layer)
-        spec = spec.with_layers(layers)
+        spec = train_with_inputs(api.load_net(ROOT / src), batch)
     return Net(plan(insert_splits(spec)), dtype="float32", seed=1, device=device)
 
 

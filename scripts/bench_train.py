@@ -72,33 +72,41 @@ def _time_steps(step, warmup: int, steps: int, min_seconds: float) -> list[float
     return times
 
 
-def _netspec_nets(name: str, batch: int, mode: str):
-    """The net of ``name`` for ``mode`` (train: the TRAIN net; infer: the deploy net), its data
-    layers replaced by inputs of batch ``batch`` that are filled once."""
+def train_with_inputs(net, batch: int):
+    """The TRAIN net of ``net`` (a loaded NetSpec), its data layers replaced by Input layers of
+    batch ``batch`` (filled once by the caller)."""
     from netspec import api
     from netspec.core.layer import layer_class
-    from netspec.core.net import Net
-    from netspec.graph.deploy import derive_deploy, is_source
+    from netspec.graph.deploy import is_source
     from netspec.graph.plan import plan
     from netspec.graph.splits import insert_splits
     from netspec.spec.normalize import normalize_layer
 
+    spec = api.phase_net(net, "TRAIN")
+    shapes = plan(insert_splits(spec)).blobs
+    layers = []
+    for layer in spec.layers:
+        if is_source(layer_class(layer["type"])):
+            tops = list(layer["top"])
+            fields = {"name": layer["name"], "type": "Input", "top": tops,
+                      "shape": [[batch] + list(shapes[t][1:]) for t in tops]}
+            layers.append(normalize_layer(fields, None, layer.src))
+        else:
+            layers.append(layer)
+    return spec.with_layers(layers)
+
+
+def _netspec_nets(name: str, batch: int, mode: str):
+    """The net of ``name`` for ``mode`` (train: the TRAIN net; infer: the deploy net), its data
+    layers replaced by inputs of batch ``batch`` that are filled once."""
+    from netspec import api
+    from netspec.core.net import Net
+    from netspec.graph.deploy import derive_deploy
+    from netspec.graph.plan import plan
+    from netspec.graph.splits import insert_splits
+
     net = api.load_net(ROOT / NETS[name][0])
-    if mode == "infer":
-        spec = derive_deploy(net, batch=batch)
-    else:
-        spec = api.phase_net(net, "TRAIN")
-        shapes = plan(insert_splits(spec)).blobs
-        layers = []
-        for layer in spec.layers:
-            if is_source(layer_class(layer["type"])):
-                tops = list(layer["top"])
-                fields = {"name": layer["name"], "type": "Input", "top": tops,
-                          "shape": [[batch] + list(shapes[t][1:]) for t in tops]}
-                layers.append(normalize_layer(fields, None, layer.src))
-            else:
-                layers.append(layer)
-        spec = spec.with_layers(layers)
+    spec = derive_deploy(net, batch=batch) if mode == "infer" else train_with_inputs(net, batch)
     return Net(plan(insert_splits(spec)), dtype="float32", seed=1)
 
 
