@@ -66,7 +66,9 @@ def test_every_shipped_solver_resolves(name):
     t = resolve_training(ROOT / "solvers" / name)
     assert t.warnings == []
     assert len(t.tests) == len(t.solver["test_iter"])
-    stem = name[:-5].removesuffix("_caffe")
+    stem = name[:-5]
+    for variant in ("_caffe", "_fp16", "_bf16"):    # the same model with Caffe's recipe, or half precision
+        stem = stem.removesuffix(variant)
     assert t.train.spec.file.endswith(f"models/{stem}/train_val.yaml")
 
 

@@ -9,6 +9,14 @@ A test net shares the train net's params by ``layer/param`` key (``share_from=``
 ``device=`` puts the net on a GPU: every blob, both arenas and the layers' scratch buffers
 live there (params are filled on the host from the same generator, then copied over once, so
 a CPU and a GPU net with one seed start from the same weights).
+
+``precision=`` ``float16`` or ``bfloat16`` keeps activations and their gradients at that
+precision: each layer's tops are rounded to it after the layer's forward, and each gradient it
+propagates after its backward (the value a half-precision buffer would hold), while params, their
+gradients and the kernels' sums stay float32 (the master weights and the accumulation of mixed
+precision training).  Data, labels, losses and metrics stay float32 (a label of 300 is not a
+bfloat16 value).  ``loss_scale`` multiplies the loss gradient that backward starts from, so that
+small float16 gradients do not flush to zero (the solver divides it out of the param gradients).
 """
 
 from __future__ import annotations
@@ -29,6 +37,9 @@ PARALLEL_GRAIN = 32768
 
 #: layer types that split their work between threads themselves, by its size
 _SPLITS_ITSELF = frozenset({"Convolution", "Deconvolution", "InnerProduct"})
+
+#: storage precisions of activations (``Net(precision=...)``) and the kernel that rounds to each
+PRECISIONS = {"float32": None, "float16": "round_float16", "bfloat16": "round_bfloat16"}
 
 
 @dataclass
@@ -54,12 +65,13 @@ class Param:
 
 class Net:
     def __init__(self, plan: Plan, dtype=np.float32, seed: int = 0, share_from: "Net | None" = None,
-                 device: "str | D.Device | None" = None):
+                 device: "str | D.Device | None" = None, precision: str = "float32"):
         if device is None:
             device = share_from.device if share_from is not None else D.current()
         self.device = D.resolve(device)
         with D.use(self.device):
             self._build(plan, dtype, seed, share_from)
+            self._set_precision(precision)
 
     def _build(self, plan: Plan, dtype, seed: int, share_from: "Net | None") -> None:
         self.plan = plan
@@ -153,6 +165,41 @@ class Net:
                 tops.append(blob)
             self._steps.append((lp, bottoms, tops))
 
+    def _set_precision(self, precision: str) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; one of {', '.join(PRECISIONS)}")
+        if precision != "float32" and self.dtype != np.float32:
+            raise ValueError(f"precision {precision} rounds float32 activations; this net is {self.dtype}")
+        self.precision = precision
+        self.loss_scale = 1.0
+        self._round = None
+        self._round_fwd: list[list] = [[] for _ in self._steps]   # per step: bits of tops to round
+        self._round_bwd: list[list] = [[] for _ in self._steps]   # per step: bits of bottom grads
+        if PRECISIONS[precision] is None:
+            return
+        self._round = getattr(D.kernels("precision"), PRECISIONS[precision])
+
+        def bits(a):
+            return a.reshape(-1).view(np.uint32)
+
+        for k, (lp, bottoms, tops) in enumerate(self._steps):
+            layer = lp.layer
+            if not bottoms or layer.is_data or lp.type == "Split" or (layer.view and len(tops) == 1):
+                continue     # sources (data, labels), and tops that are their bottoms' memory
+            if layer.differentiable:
+                seen: list = []
+                for j, t in enumerate(tops):
+                    weighted = j < len(lp.loss_weights) and lp.loss_weights[j]
+                    if not weighted and not any(t.data is a for a in seen):
+                        seen.append(t.data)
+                        self._round_fwd[k].append(bits(t.data))
+            if lp.need_backward:
+                seen = []
+                for i, b in enumerate(bottoms):
+                    if lp.bottom_need_backward[i] and not any(b.grad is a for a in seen):
+                        seen.append(b.grad)
+                        self._round_bwd[k].append(bits(b.grad))
+
     # ---- running -----------------------------------------------------------------------
     def forward(self) -> float:
         """Run every layer; the weighted sum of the loss tops."""
@@ -165,13 +212,16 @@ class Net:
         loss = 0.0
         get, put = self._threads
         threads = cur = get()
+        rnd, rounding = self._round, self._round_fwd
         try:
-            for (lp, bottoms, tops), serial in zip(self._steps, self._serial):
+            for k, ((lp, bottoms, tops), serial) in enumerate(zip(self._steps, self._serial)):
                 want = 1 if serial else threads
                 if want != cur:
                     put(want)
                     cur = want
                 lp.layer.forward(bottoms, tops)
+                for b in rounding[k]:
+                    rnd(b)
                 for j, w in enumerate(lp.loss_weights):
                     if w:
                         loss += w * float(tops[j].data.sum())   # (a GPU waits for its result here)
@@ -191,17 +241,20 @@ class Net:
         for lp, bottoms, tops in self._steps:
             for j, w in enumerate(lp.loss_weights):
                 if w:
-                    tops[j].grad[...] = w
+                    tops[j].grad[...] = w * self.loss_scale
         get, put = self._threads
         threads = cur = get()
+        rnd, rounding, last = self._round, self._round_bwd, len(self._steps) - 1
         try:
-            for (lp, bottoms, tops), serial in zip(reversed(self._steps), reversed(self._serial)):
+            for k, ((lp, bottoms, tops), serial) in enumerate(zip(reversed(self._steps), reversed(self._serial))):
                 if lp.need_backward:
                     want = 1 if serial else threads
                     if want != cur:
                         put(want)
                         cur = want
                     lp.layer.backward(tops, lp.bottom_need_backward, bottoms)
+                    for b in rounding[last - k]:
+                        rnd(b)
         finally:
             if cur != threads:
                 put(threads)

@@ -203,6 +203,10 @@ def _unused(spec: SolverSpec, data: dict) -> list[NetspecError]:
                               "warmup_start_factor", SpecError))
     if "lr_base_batch" in data and spec["lr_scaling"] != "linear":
         out.append(spec.error("lr_base_batch has no effect without lr_scaling: linear", "lr_base_batch", SpecError))
+    dynamic = spec.get("loss_scale", "dynamic" if spec.get("precision") == "float16" else 1) == "dynamic"
+    if "loss_scale_window" in data and not dynamic:
+        out.append(spec.error("loss_scale_window has no effect without a dynamic loss_scale (the default "
+                              "with precision: float16)", "loss_scale_window", SpecError))
     if "regularization_type" in data and not spec["weight_decay"]:
         out.append(spec.error("regularization_type has no effect without weight_decay",
                               "regularization_type", SpecError))

@@ -54,6 +54,8 @@ from netspec.io import snapshot as snap
 from netspec.io.weights import copy_weights, load_weights, matches, save_weights
 from netspec.solvers.config import Training
 from netspec.solvers.distributed import Communicator, rank_stream
+from netspec.solvers.precision import BACKOFF, LossScaler
+from netspec.solvers.precision import all_finite as _all_finite
 from netspec.solvers.rules import Updater
 from netspec.solvers.runlog import RunLog
 from netspec.solvers.schedules import LearningRate
@@ -132,7 +134,8 @@ class Solver:
                 train_plan = compile_net(_with_batch(train_spec, lambda b: per_rank), "TRAIN", tr.level, tr.stages)
             self.global_batch = int(cfg["global_batch"])
             self.batch_source = "stated: global_batch"
-        self.net = Net(train_plan, self.dtype, seed=self.seed, device=self.device)
+        self.precision = cfg.get("precision", "float32")
+        self.net = Net(train_plan, self.dtype, seed=self.seed, device=self.device, precision=self.precision)
         self.test_nets = []
         self.test_iters: list[int] = []     # test batches each rank runs per test
         self.test_notes: list[str] = []
@@ -144,7 +147,8 @@ class Solver:
                 plan = compile_net(_with_batch(spec, lambda b: b // comm.size), "TEST", use.level, use.stages)
             self.test_iters.append(iters)
             self.test_notes.append(note)
-            self.test_nets.append(Net(plan, self.dtype, seed=self.seed + 1 + k, share_from=self.net))
+            self.test_nets.append(Net(plan, self.dtype, seed=self.seed + 1 + k, share_from=self.net,
+                                      precision=self.precision))
         for net in [self.net] + self.test_nets:
             for lp in net.layers:
                 if hasattr(lp.layer, "shard"):
@@ -161,6 +165,7 @@ class Solver:
             self.base_lr = self.base_lr * self.global_batch / cfg["lr_base_batch"]
         self.lr = LearningRate(dict(cfg, base_lr=self.base_lr))
         self.updater = Updater(cfg, self.net)
+        self.scaler = LossScaler(cfg)
         self.iter = 0
         self.losses: list[float] = []
         self.smoothed_loss = 0.0
@@ -204,6 +209,9 @@ class Solver:
         if cfg["lr_scaling"] == "linear":
             lines.append(f"lr_scaling linear: base_lr {_fmt(cfg['base_lr'])} x {self.global_batch} / "
                          f"lr_base_batch {cfg['lr_base_batch']} = {_fmt(self.base_lr)}")
+        if self.precision != "float32":
+            lines.append(f"Precision: {self.precision} activations and gradients, float32 weights and sums; "
+                         f"{self.scaler.describe()}")
         if comm.size > 1:
             for k, note in enumerate(self.test_notes):
                 lines.append(f"Test net #{k}: {note}")
@@ -315,6 +323,7 @@ class Solver:
             while self.iter < stop_iter:
                 t0 = time.perf_counter()
                 net.clear_param_grads()
+                net.loss_scale = self.scaler.scale
                 if test_interval and self.iter % test_interval == 0 and (self.iter > 0 or cfg["test_initialization"]):
                     if not self.test_all():
                         break
@@ -341,7 +350,12 @@ class Solver:
                     frac = (wait - wait_display) / lapse if lapse > 0 else 0.0
                     self._display(lapse, self.iter - it_display, rate, frac)
                     t_display, it_display, wait_display = now, self.iter, wait
-                upd.apply(rate, self.iter)
+                if not self.scaler.active or self.scaler.unscale(net.param_grad):
+                    upd.apply(rate, self.iter)
+                else:
+                    self.log.info(f"Iteration {self.iter}: a gradient overflowed at loss scale "
+                                  f"{_fmt(self.scaler.scale / BACKOFF)}; update skipped, loss scale now "
+                                  f"{_fmt(self.scaler.scale)}")
                 if shown and upd.last_clip is not None:
                     norm, scale = upd.last_clip
                     self.log.info(f"Gradient clipping: scaling down gradients (L2 norm {_fmt(norm)} > "
@@ -541,6 +555,7 @@ class Solver:
                   "losses": self.losses, "elapsed": self.elapsed, "seed": self.seed, "net_name": self.net_name,
                   "run_dir": str(self.run_dir.resolve()) if self.run_dir is not None else None,
                   "global_batch": self.global_batch, "ranks": self.comm.size,
+                  "loss_scale": self.scaler.state(),
                   "nets": snap.pack(nets, "state", tensors)}
         return tensors, record
 
@@ -587,6 +602,8 @@ class Solver:
         self.losses = [float(v) for v in record["losses"]]
         self.smoothed_loss = float(np.mean(self.losses)) if self.losses else 0.0
         self.elapsed = float(record.get("elapsed", 0.0))
+        if "loss_scale" in record:
+            self.scaler.set_state(record["loss_scale"])
         self.seed = int(record.get("seed", self.seed))
         self.last_snapshot, self.last_snapshot_iter = Path(path), self.iter
 
@@ -651,15 +668,6 @@ def _solver_device(cfg, device):
     if device is None and cfg.get("solver_mode") == "GPU":
         device = f"cuda:{int(cfg.get('device_id', 0))}"
     return resolve(device or env_device())
-
-
-def _all_finite(a: np.ndarray) -> bool:
-    """Whether ``a`` holds no NaN or Inf: one BLAS dot product (a NaN or Inf anywhere makes it
-    non-finite), and the exact element test only when the sum of squares overflowed."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        if math.isfinite(float(np.dot(a, a))):
-            return True
-    return bool(np.isfinite(a).all())
 
 
 def _loss_msg(w: float, v: float) -> str:
