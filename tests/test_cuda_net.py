@@ -100,3 +100,45 @@ def test_snapshots_move_between_devices(tmp_path, first, second):
     ws, wb = _weights(straight), _weights(b)
     for k in ws:
         np.testing.assert_allclose(wb[k], ws[k], rtol=1e-10, atol=1e-10, err_msg=k)
+
+
+def test_batches_are_staged_in_pinned_memory_on_a_gpu(tmp_path):
+    from netspec.kernels.cuda import runtime
+
+    s = _solver(tmp_path, "cuda", np.float32)
+    s.step(1)
+    layer = s.net.layers[0].layer                      # DummyData: batches made on the host
+    bufs = list(layer._staging._bufs.values())
+    assert bufs and all(type(b) is np.ndarray for b in bufs)
+    rt = runtime(0)
+    if not rt.sim:                                     # (the simulator has no page-locked memory)
+        assert all(isinstance(b.base, rt.xp.cuda.PinnedMemoryPointer) for b in bufs)
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_a_data_layer_on_cuda_reads_the_cpus_stream(prefetch, monkeypatch):
+    # made ahead by the thread (in pinned memory on a GPU) or inline, copied in once per batch
+    import netspec.layers.data as data_layers
+    from netspec.data import register_arrays, unregister_arrays
+    from netspec.testing import LayerHarness
+
+    monkeypatch.setattr(data_layers, "TRIAL_BATCHES", 10 ** 6)     # the thread stays
+    x = (np.arange(7 * 2 * 4 * 5) % 251).astype(np.uint8).reshape(7, 2, 4, 5)
+    register_arrays("cuda_toy", x, np.arange(7) % 3, num_classes=3)
+    try:
+        fields = {"type": "Data", "top": ["data", "label"], "source": "memory:cuda_toy", "batch_size": 3,
+                  "prefetch": prefetch, "shuffle": True, "transform": {"mirror": True, "scale": 0.5}}
+        got = {}
+        for dev in ("cpu", "cuda"):
+            h = LayerHarness(fields, [], phase="TRAIN", seed=4, device=dev)
+            got[dev] = []
+            for _ in range(5):
+                h.layer.forward([], h.top)
+                got[dev].append([to_host(t.data).copy() for t in h.top])
+            assert (h.layer._pipe is not None) == (prefetch > 0)
+            h.layer.close()
+        for a, b in zip(got["cpu"], got["cuda"]):
+            for u, v in zip(a, b):
+                np.testing.assert_array_equal(u, v)
+    finally:
+        unregister_arrays("cuda_toy")

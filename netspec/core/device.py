@@ -98,6 +98,21 @@ class Device:
         with self.selected():
             return self.xp.asarray(np.ascontiguousarray(host, dtype=dtype))
 
+    def host_empty(self, shape, dtype=np.float32) -> np.ndarray:
+        """A host array that batches are made in before they are copied to this device:
+        page-locked (pinned) memory on a GPU, which the copy engine reads by DMA at the bus's
+        full rate (pageable memory is first staged by the driver); plain NumPy memory on the
+        CPU and under the simulator.  Either way a ``numpy.ndarray``."""
+        if self.kind == "cuda":
+            from netspec.kernels.cuda import runtime
+
+            if not runtime(self.index).sim:
+                import cupyx
+
+                with self.selected():
+                    return cupyx.empty_pinned(shape, dtype=dtype)
+        return np.empty(shape, dtype=dtype)
+
     def owns(self, a) -> bool:
         """Whether ``a`` is an array of this device."""
         if self.kind == "cpu":
@@ -235,6 +250,11 @@ def zeros(shape, dtype=np.float32):
 
 def full(shape, value, dtype=np.float32):
     return _CURRENT.full(shape, value, dtype)
+
+
+def host_empty(shape, dtype=np.float32) -> np.ndarray:
+    """A host staging array for copies to the current device (pinned on a GPU)."""
+    return _CURRENT.host_empty(shape, dtype)
 
 
 def asarray(host, dtype=None):

@@ -179,8 +179,9 @@ class DummyData(Layer):
 
 
 class _Staging:
-    """Host arrays for tops that live on a device: batches are made on the host (NumPy) and
-    copied in with ``copy_in``.  A NumPy top is written directly, with no copy."""
+    """Host arrays for tops that live on a device: batches are made on the host (NumPy, in
+    pinned memory on a GPU) and copied in with ``copy_in``, one synchronous copy per top and
+    batch.  A NumPy top is written directly, with no copy."""
 
     def __init__(self) -> None:
         self._bufs: dict[int, np.ndarray] = {}
@@ -195,7 +196,9 @@ class _Staging:
         key = id(a)
         buf = self._bufs.get(key)
         if buf is None or buf.shape != tuple(a.shape) or buf.dtype != a.dtype:
-            buf = self._bufs[key] = np.empty(tuple(a.shape), dtype=a.dtype)
+            from netspec.core.device import host_empty
+
+            buf = self._bufs[key] = host_empty(tuple(a.shape), dtype=a.dtype)
         return buf
 
     def put(self, a, buf: np.ndarray) -> None:
@@ -381,9 +384,13 @@ class _DataBase(Layer):
         from netspec.data.prefetch import Prefetcher
 
         if self._pipe is None:
+            from netspec.core.device import CPU, current
+
             shapes = [(t.data.shape, t.data.dtype) for t in top]
+            # the thread makes batches in pinned memory when the tops are on a GPU
+            dev = CPU if all(self._staging.is_host(t.data) for t in top) else current()
             self._pipe = Prefetcher(self._reader(), self._cursor, self.depth,
-                                    lambda: [np.empty(s, d) for s, d in shapes])
+                                    lambda: [dev.host_empty(s, d) for s, d in shapes])
             # stops the thread if the layer is dropped without close()
             self._finalizer = weakref.finalize(self, self._pipe.stop)
         slot, bufs, cursor = self._pipe.get()
