@@ -99,6 +99,24 @@ def test_the_device_of_a_rank_is_its_local_rank_mod_the_gpus():
     assert D.rank_device(None, comm) is None and D.rank_device("cpu", comm) == "cpu"
 
 
+def test_solver_mode_gpu_gives_each_rank_its_own_gpu(monkeypatch):
+    from netspec.solvers.solver import device_name
+
+    monkeypatch.delenv("NETSPEC_DEVICE", raising=False)
+    monkeypatch.setattr(D, "_gpu_count", lambda: 2)
+    gpu = {"solver_mode": "GPU", "device_id": 1}
+    comm = D.Communicator()
+    assert device_name(gpu, None, comm) == "cuda:1"             # one process: Caffe's device_id
+    assert device_name({}, None, comm) is None                  # the CPU
+    comm.size, comm.local_rank = 4, 2
+    assert device_name(gpu, None, comm) == "cuda:0"             # several: local rank mod GPUs
+    comm.local_rank = 3
+    assert device_name(gpu, None, comm) == "cuda:1"
+    assert device_name(gpu, "cpu", comm) == "cpu"               # --device wins
+    monkeypatch.setenv("NETSPEC_DEVICE", "cuda")
+    assert device_name({}, None, comm) == "cuda:1"
+
+
 def test_each_rank_has_its_own_random_stream_derived_from_rank_0s():
     def gen():
         return np.random.Generator(np.random.PCG64(5))

@@ -53,7 +53,7 @@ from netspec.errors import SolverError, WeightsError
 from netspec.io import snapshot as snap
 from netspec.io.weights import copy_weights, load_weights, matches, save_weights
 from netspec.solvers.config import Training
-from netspec.solvers.distributed import Communicator, rank_stream
+from netspec.solvers.distributed import Communicator, rank_device, rank_stream
 from netspec.solvers.precision import BACKOFF, LossScaler
 from netspec.solvers.precision import all_finite as _all_finite
 from netspec.solvers.rules import Updater
@@ -124,7 +124,7 @@ class Solver:
 
         train_spec = apply_freeze(training.train.spec, self.freeze)
         tr = training.train
-        self.device = _solver_device(cfg, device)
+        self.device = _solver_device(cfg, device, comm)
         train_plan = compile_net(train_spec, "TRAIN", tr.level, tr.stages)
         self.batch_source = "derived: ranks x batch_size x iter_size"
         self.global_batch = comm.size * _batch_size_of_plan(train_plan) * cfg["iter_size"]
@@ -659,15 +659,24 @@ class Solver:
 
 # ---- helpers -------------------------------------------------------------------------------
 
-def _solver_device(cfg, device):
+def _solver_device(cfg, device, comm: Communicator):
     """The device to train on: ``--device``, else the solver's ``solver_mode: GPU`` with
     ``device_id`` (Caffe's fields), else ``$NETSPEC_DEVICE``, else the CPU; a GPU that cannot be
     used is a DeviceError saying what is missing (never a silent CPU run)."""
-    from netspec.core.device import env_device, resolve
+    from netspec.core.device import resolve
+
+    return resolve(device_name(cfg, device, comm))
+
+
+def device_name(cfg, device, comm: Communicator) -> str | None:
+    """What ``_solver_device`` resolves: with several ranks, a GPU named without its number
+    (``--device cuda``, ``NETSPEC_DEVICE=cuda``, or ``solver_mode: GPU``, whose ``device_id``
+    is then not used) is one GPU per rank, ``local rank mod GPU count``."""
+    from netspec.core.device import env_device
 
     if device is None and cfg.get("solver_mode") == "GPU":
-        device = f"cuda:{int(cfg.get('device_id', 0))}"
-    return resolve(device or env_device())
+        device = f"cuda:{int(cfg.get('device_id', 0))}" if comm.size == 1 else "cuda"
+    return rank_device(device or env_device(), comm)
 
 
 def _loss_msg(w: float, v: float) -> str:
