@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from numba import float64
 
+from netspec.kernels.cuda._index import unravel3, unravel4
 from netspec.kernels.cuda._launch import SIM, launch, launch_blocks
 from netspec.kernels.jit import cuda_kernel, cuda_module
 
@@ -33,12 +34,7 @@ def _im2col_2d(col, inp, kh, kw, ph, pw, sh, sw, dh, dw):
     rows, _, oh, ow = col.shape
     kk = kh * kw
     for t in range(cuda.grid(1), rows * nb * oh * ow, cuda.gridsize(1)):
-        ox = t % ow
-        q = t // ow
-        oy = q % oh
-        q //= oh
-        n = q % nb
-        r = q // nb
+        r, n, oy, ox = unravel4(t, nb, oh, ow)
         ci = r // kk
         i = (r // kw) % kh
         j = r % kw
@@ -61,12 +57,7 @@ def _col2im_2d(dinp, col, kh, kw, ph, pw, sh, sw, dh, dw, zero):
     nb, c, h, w = dinp.shape
     _, _, oh, ow = col.shape
     for t in range(cuda.grid(1), nb * c * h * w, cuda.gridsize(1)):
-        x = t % w
-        q = t // w
-        y = q % h
-        q //= h
-        ci = q % c
-        n = q // c
+        n, ci, y, x = unravel4(t, c, h, w)
         acc = zero
         for i in range(kh):
             ey = y + ph - i * dh          # oy * sh for the output row that reads y at offset i
@@ -96,10 +87,7 @@ def _im2col_nd(col, inp, in_shape, out_shape, kshape, pad, stride, dil):
     for a in range(d):
         kk *= kshape[a]
     for t in range(cuda.grid(1), rows * nb * p_total, cuda.gridsize(1)):
-        p = t % p_total
-        q = t // p_total
-        n = q % nb
-        r = q // nb
+        r, n, p = unravel3(t, nb, p_total)
         ci = r // kk
         remk = r % kk
         remp = p
@@ -134,10 +122,7 @@ def _col2im_nd(dinp, col, in_shape, out_shape, kshape, pad, stride, dil, zero):
     for a in range(d):
         kk *= kshape[a]
     for t in range(cuda.grid(1), nb * c * s_total, cuda.gridsize(1)):
-        s = t % s_total
-        q = t // s_total
-        ci = q % c
-        n = q // c
+        n, ci, s = unravel3(t, c, s_total)
         acc = zero
         for k in range(kk):
             # the output position whose kernel offset k reads element s, if there is one

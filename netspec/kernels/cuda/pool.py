@@ -11,6 +11,7 @@ their gradients in an unspecified order, which can change the last bits between 
 
 from __future__ import annotations
 
+from netspec.kernels.cuda._index import unravel4
 from netspec.kernels.cuda._launch import launch
 from netspec.kernels.jit import cuda_kernel, cuda_module
 
@@ -32,12 +33,7 @@ def _max_pool_forward(out, argmax, inp, kh, kw, sh, sw, ph, pw, ylo, yhi, xlo, x
     n, c, h, w = inp.shape
     _, _, oh, ow = out.shape
     for t in range(cuda.grid(1), n * c * oh * ow, cuda.gridsize(1)):
-        ox = t % ow
-        q = t // ow
-        oy = q % oh
-        q //= oh
-        ci = q % c
-        b = q // c
+        b, ci, oy, ox = unravel4(t, c, oh, ow)
         hs = oy * sh - ph
         he = min(hs + kh, h)
         hs = max(hs, 0)
@@ -105,12 +101,7 @@ def _ave_pool_forward(out, inp, kh, kw, sh, sw, ph, pw):
     n, c, h, w = inp.shape
     _, _, oh, ow = out.shape
     for t in range(cuda.grid(1), n * c * oh * ow, cuda.gridsize(1)):
-        ox = t % ow
-        q = t // ow
-        oy = q % oh
-        q //= oh
-        ci = q % c
-        b = q // c
+        b, ci, oy, ox = unravel4(t, c, oh, ow)
         hs = oy * sh - ph
         he = min(hs + kh, h + ph)
         hsize = he - hs
@@ -143,12 +134,7 @@ def _ave_pool_backward(dinp, dout, kh, kw, sh, sw, ph, pw):
     n, c, h, w = dinp.shape
     _, _, oh, ow = dout.shape
     for t in range(cuda.grid(1), n * c * h * w, cuda.gridsize(1)):
-        x = t % w
-        q = t // w
-        y = q % h
-        q //= h
-        ci = q % c
-        b = q // c
+        b, ci, y, x = unravel4(t, c, h, w)
         # the windows that cover (y, x): oy * sh - ph <= y < oy * sh - ph + kh (likewise x)
         ey = y + ph - kh + 1
         oy0 = (ey + sh - 1) // sh if ey > 0 else 0
@@ -178,12 +164,7 @@ def _stochastic_pool_forward_train(out, index, inp, uniform, kh, kw, sh, sw):
     n, c, h, w = inp.shape
     _, _, oh, ow = out.shape
     for t in range(cuda.grid(1), n * c * oh * ow, cuda.gridsize(1)):
-        ox = t % ow
-        q = t // ow
-        oy = q % oh
-        q //= oh
-        ci = q % c
-        b = q // c
+        b, ci, oy, ox = unravel4(t, c, oh, ow)
         hs = oy * sh
         he = min(hs + kh, h)
         ws = ox * sw
@@ -224,12 +205,7 @@ def _stochastic_pool_forward_test(out, inp, kh, kw, sh, sw):
     n, c, h, w = inp.shape
     _, _, oh, ow = out.shape
     for t in range(cuda.grid(1), n * c * oh * ow, cuda.gridsize(1)):
-        ox = t % ow
-        q = t // ow
-        oy = q % oh
-        q //= oh
-        ci = q % c
-        b = q // c
+        b, ci, oy, ox = unravel4(t, c, oh, ow)
         hs = oy * sh
         he = min(hs + kh, h)
         ws = ox * sw
