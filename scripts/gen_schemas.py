@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 # text it would write.
 SCHEMAS = {
     "net": ("netspec.spec.schema", lambda m: m.dump(m.builtin_net_schema()), lambda m: m.committed_path("net")),
-    "solver": ("netspec.solvers.schema", lambda m: m.dump(m.build_solver_schema()), lambda m: m.committed_path()),
+    "solver": ("netspec.spec.solver_schema", lambda m: m.dump(m.build_solver_schema()), lambda m: m.committed_path()),
     "manifest": ("netspec.zoo", lambda m: m.schema_text(), lambda m: m.committed_schema_path()),
 }
 

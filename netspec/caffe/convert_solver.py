@@ -154,7 +154,7 @@ class _Solver:
         if isinstance(value, list):
             value = value[0] if len(value) == 1 and name != "weights" else value
         try:
-            from netspec.solvers.schema import PROPERTIES
+            from netspec.spec.solver_schema import PROPERTIES
         except ImportError:       # the solver schema is optional: keep Caffe's names
             PROPERTIES = None
         if PROPERTIES is not None and name not in PROPERTIES:

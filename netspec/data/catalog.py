@@ -15,16 +15,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from netspec.data.info import SourceInfo, sample_shape as _sample  # noqa: F401  (SourceInfo: public here too)
 from netspec.errors import DataError, suggestion
-
-
-@dataclass(frozen=True)
-class SourceInfo:
-    sample_shape: tuple[int, ...]          # one record, e.g. (1, 28, 28)
-    label_shape: tuple[int, ...] = ()      # one label; () for a class index
-    size: int | None = None                # number of records, when known
-    num_classes: int | None = None
-    extra: dict = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -212,12 +204,6 @@ def read_idx_header(path: Path) -> tuple[str, tuple[int, ...]]:
             return dtype, dims
     except (OSError, EOFError) as e:
         raise DataError(f"cannot read '{path}': {e}") from None
-
-
-def _sample(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """One record's shape as a blob sees it: grey images (H, W) gain a channel axis."""
-    sample = tuple(int(d) for d in shape)
-    return (1,) + sample if len(sample) == 2 else sample
 
 
 def idx_labels_path(images: Path) -> Path | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netspec.data.catalog import SourceInfo, _sample
+from netspec.data.info import SourceInfo, sample_shape
 from netspec.errors import DataError, suggestion
 
 
@@ -25,7 +25,7 @@ class Arrays:
 
     def info(self) -> SourceInfo:
         shape = self.x.shape
-        return SourceInfo(_sample(shape[1:]) if len(shape) > 1 else (1,), (), int(shape[0]), self.num_classes,
+        return SourceInfo(sample_shape(shape[1:]) if len(shape) > 1 else (1,), (), int(shape[0]), self.num_classes,
                           {"class_names": self.class_names} if self.class_names else {})
 
 

@@ -5,8 +5,8 @@ caching and threading are decided once:
 - ``cache=True``: compiled code is stored next to the module (or in ``NUMBA_CACHE_DIR``) and a
   new process loads it in milliseconds instead of compiling again;
 - ``fastmath`` stays off: results must match the NumPy references bit for bit where the
-  order of operations is the same (the one exception, reassociated float64 sums, is in
-  ``kernels/cpu/reduce.py``);
+  order of operations is the same (the one exception, ``rjit``: reassociated float64 sums,
+  used by ``kernels/cpu/reduce.py``);
 - ``pjit`` (``parallel=True``) for loops over batch and channels that pay for a thread pool.
   Numba's pool and OpenBLAS's pool must not spin against each other in one region: kernels
   that call BLAS (``np.dot``) inside ``prange`` loops rely on the BLAS numba calls being
@@ -41,6 +41,22 @@ def njit(fn=None, **kw):
 def pjit(fn=None, **kw):
     """Parallel compiled kernel (cached): use ``prange`` for the outer loop."""
     opts = {"cache": True, "nogil": True, "fastmath": False, "parallel": True, **kw}
+    return numba.njit(**opts)(fn) if fn is not None else numba.njit(**opts)
+
+
+def rjit(fn=None, **kw):
+    """Serial compiled reduction (cached) whose float adds may be reassociated
+    (``fastmath={"reassoc"}``, on these loops only): LLVM keeps several partial sums in vector
+    registers.  The order is fixed for a build and independent of the thread count; used by
+    ``kernels/cpu/reduce.py`` alone."""
+    opts = {"cache": True, "nogil": True, "fastmath": {"reassoc"}, **kw}
+    return numba.njit(**opts)(fn) if fn is not None else numba.njit(**opts)
+
+
+def ijit(fn=None, **kw):
+    """Serial compiled helper inlined into its callers at the Numba IR level
+    (``inline="always"``): small per-element functions called from inside kernel loops."""
+    opts = {"cache": True, "nogil": True, "fastmath": False, "inline": "always", **kw}
     return numba.njit(**opts)(fn) if fn is not None else numba.njit(**opts)
 
 

@@ -41,7 +41,8 @@ def _safe(name: str) -> str:
 
 def weight_refs(refs: Iterable[str], base: Path | None) -> list[tuple[str, Path]]:
     """(shown name, file) for each weights reference: a path (relative to ``base``) or zoo:<name>."""
-    from netspec import zoo
+    # the registry, not netspec.zoo: the zoo imports this module to evaluate and re-train entries
+    from netspec import zoo_registry as zoo
 
     out = []
     for ref in refs:

@@ -58,7 +58,7 @@ def build_net_schema(reg: dict | None = None) -> dict:
         # would match every type's branch (properties and required hold for non-objects).
         dispatch.append({"if": {"type": "object", "properties": {"type": {"const": t}}, "required": ["type"]},
                          "then": {"$ref": f"#/$defs/layer.{t}"}})
-    from netspec.solvers.schema import build_solver_schema
+    from netspec.spec.solver_schema import build_solver_schema
 
     defs["solver"] = build_solver_schema(inline=True)
     defs["layer"] = {

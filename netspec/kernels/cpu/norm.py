@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from netspec.kernels.cpu.reduce import row_dot, row_sqdev, row_sum, row_sum_dot
-from netspec.kernels.jit import njit, pjit, prange
+from netspec.kernels.jit import ijit, njit, pjit, prange
 
 
 # ---- LRN ------------------------------------------------------------------------------------
 
-@njit(inline="always")
+@ijit
 def _lrn_out(out, x, base, beta):
     # out, x, base: (S,); out = x * base^-beta.  pow is most of LRN's time: the usual beta 0.75
     # takes two square roots (single instructions).  The branch stays outside the loops so that
@@ -31,7 +31,7 @@ def _lrn_out(out, x, base, beta):
             out[i] = x[i] * base[i] ** -beta
 
 
-@njit(inline="always")
+@ijit
 def _lrn_grad(dx, dy, x, base, beta, coeff):
     # dx, dy, x, base: (S,); dx holds the window sum of dy y / base on entry:
     # dx = dy base^-beta - coeff x dx
@@ -93,7 +93,7 @@ def lrn_across_backward(dinp, ratio, dout, out, scale, inp, size, alpha_over_n, 
         _lrn_grad(drow, dout[b, ch], inp[b, ch], scale[b, ch], beta, coeff)
 
 
-@njit(inline="always")
+@ijit
 def _box_rows(dst, src, half, square):
     # dst, src: (W,); dst[x] = sum of src (squared if `square`) over [x - half, x + half]
     w = src.size

@@ -1,7 +1,7 @@
 """Row reductions shared by kernel modules: float64 sums over float32 or float64 rows.
 
-Each is a separate compiled function whose adds may be reassociated (``fastmath={"reassoc"}``,
-on these loops only): LLVM then keeps several partial sums in vector registers, 4x faster
+Each is a separate compiled function whose adds may be reassociated (``rjit`` from
+``kernels/jit.py``: ``fastmath={"reassoc"}`` on these loops only): LLVM then keeps several partial sums in vector registers, 4x faster
 than one running sum and 3x faster than four scalar ones.  The order differs from a plain
 loop only in rounding, is fixed for a given build and does not depend on the thread count.
 """
@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from netspec.kernels.jit import njit
-
-_REDUCE = {"fastmath": {"reassoc"}}
+from netspec.kernels.jit import rjit
 
 
-@njit(**_REDUCE)
+@rjit
 def row_sum(x):
     # x: (S,) -> sum of x
     a = 0.0
@@ -24,7 +22,7 @@ def row_sum(x):
     return a
 
 
-@njit(**_REDUCE)
+@rjit
 def row_dot(x, y):
     # x, y: (S,) -> sum of x * y (products in float64)
     a = 0.0
@@ -33,7 +31,7 @@ def row_dot(x, y):
     return a
 
 
-@njit(**_REDUCE)
+@rjit
 def row_sum_dot(x, y):
     # x, y: (S,) -> (sum of x, sum of x * y) in one pass
     a = 0.0
@@ -45,7 +43,7 @@ def row_sum_dot(x, y):
     return a, b
 
 
-@njit(**_REDUCE)
+@rjit
 def row_sqdev(x, mu):
     # x: (S,) -> sum of (x - mu)^2
     a = 0.0
