@@ -89,3 +89,21 @@ def check_parity(exported, weights: dict[str, np.ndarray], inputs: dict[str, np.
     for blob, name in zip(exported.plan.outputs, exported.outputs):
         res.outputs[blob] = difference(ours[blob], theirs[name])
     return res
+
+
+def test_batch(net, shapes: dict[str, tuple], level=None, stages=None) -> tuple[dict[str, np.ndarray], str]:
+    """The first TEST batch of the net's own data (its transforms applied), cut or repeated to the
+    exported batch; a NetspecError when the data cannot be read (the caller falls back to random)."""
+    from netspec import api
+
+    n = api.build_net(net, "TEST", level=level, stages=stages, dtype=np.float32, device="cpu")
+    n.forward()
+    out = {}
+    for name, shape in shapes.items():
+        if name not in n.blobs:
+            raise KeyError(name)
+        a = np.asarray(n.blobs[name].data, np.float32)
+        reps = -(-shape[0] // a.shape[0])
+        out[name] = np.concatenate([a] * reps)[:shape[0]].reshape(shape)
+    sources = [str(l.get("source")) for l in n.plan.net.layers if l.get("source")]
+    return out, (", ".join(sources) or "the TEST net's data") + ", first TEST batch"
