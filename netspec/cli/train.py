@@ -33,21 +33,25 @@ def _progress(quiet: bool) -> bool:
 @opt.level
 @click.option("--seed", type=int, default=None, help="override the solver's random_seed")
 @opt.device
+@click.option("--on-snapshot-failure", "snapshot_failure", type=click.Choice(["stop", "continue"]), default=None,
+              help="when a snapshot cannot be written (disk full, read-only folder): stop with an error, or "
+                   "log it and train on [default: the solver's snapshot_failure, else stop]")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
-def train(file, solver, weights, resume, run_dir, stages, level, seed, device, quiet):
+def train(file, solver, weights, resume, run_dir, stages, level, seed, device, snapshot_failure, quiet):
     """Train a net: FILE is a solver file, or a net file whose 'solver:' names one or holds it.
 
     \b
     Logs go to stdout in Caffe's format and to <run dir>/train.log; every displayed and
     tested value also goes to <run dir>/log.jsonl ('netspec plot' draws it).  Ctrl-C or
     SIGTERM finishes the iteration, snapshots and exits with status 130; resume with
-    --resume latest.  --stage/--level set the train net's state.
+    --resume latest (the newest snapshot that reads back whole; a snapshot write cut short
+    by a crash is never taken).  --stage/--level set the train net's state.
     """
     from netspec.solvers.run import train as run_train
 
     status = run_train(file, solver=solver, weights=weights, resume=resume, run_dir=run_dir,
                        stages=list(stages) if stages else None, level=level, seed=seed,
-                       progress=_progress(quiet), echo=_echo, device=device)
+                       progress=_progress(quiet), echo=_echo, device=device, snapshot_failure=snapshot_failure)
     if status:
         sys.exit(status)
 

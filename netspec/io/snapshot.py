@@ -8,7 +8,12 @@ state (``rule/<state>/<layer>/<param>``), and, in the safetensors metadata, one 
 the loss window, elapsed time) plus the resolved net and solver text (``net``, ``solver``) and
 their sha256.  Arrays inside RNG or layer states are stored as tensors (``layer/...``) and
 referred to from the JSON by name.  Both files are written atomically; the state file is
-written last, so a state file always has its weights file beside it.
+written last, so a state file always has its weights file beside it (retention removes the
+state first, for the same reason).
+
+``retain`` keeps the newest ``snapshot_keep`` snapshots of a prefix; ``stale_temps`` finds the
+temporary files of snapshot writes whose process was killed; ``latest_loadable`` is what
+``--resume latest`` takes: the newest state file that reads back whole.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from netspec.errors import WeightsError
+from netspec.io import atomic
 from netspec.io.atomic import is_temp
 from netspec.io.weights import read_safetensors, write_safetensors
 
@@ -124,3 +130,111 @@ def latest_state(folders: list[Path]) -> Path | None:
     if not states:
         return None
     return max(states, key=lambda p: (p.stat().st_mtime_ns, iteration_of(p) or 0))
+
+
+def loadable_states(folders: list[Path]) -> list[Path]:
+    """Every state file, newest first (the order ``latest_state`` picks in)."""
+    return sorted(find_states(folders), key=lambda p: (p.stat().st_mtime_ns, iteration_of(p) or 0), reverse=True)
+
+
+def latest_loadable(folders: list[Path]) -> tuple[Path, tuple, list[WeightsError]] | None:
+    """The newest state file that reads back whole: (its path, what ``read_state`` returned,
+    the errors of newer ones that did not read); None when there is no state file at all.
+    Atomic writes mean a state file under its final name is whole, but a file copied in by
+    hand, or a file system that lost data in a power cut, may not be; the run then goes on
+    from the snapshot before it instead of stopping.  When none reads, the newest one's error
+    is raised."""
+    states = loadable_states(folders)
+    if not states:
+        return None
+    errors: list[WeightsError] = []
+    for p in states:
+        try:
+            return p, read_state(p), errors
+        except WeightsError as e:
+            errors.append(e)
+    raise errors[0]
+
+
+# ---- retention and leftovers ---------------------------------------------------------------
+
+def _files_re(prefix: Path) -> re.Pattern:
+    return re.compile(rf"^{re.escape(prefix.name)}_iter_(\d+)(\.solverstate)?\.safetensors$")
+
+
+def snapshot_files(prefix: str | os.PathLike) -> dict[int, list[Path]]:
+    """The snapshot files of ``prefix`` (``<prefix>_iter_<N>.safetensors`` and its state),
+    by iteration."""
+    prefix = Path(prefix)
+    pat = _files_re(prefix)
+    out: dict[int, list[Path]] = {}
+    if not prefix.parent.is_dir():
+        return out
+    for p in prefix.parent.iterdir():
+        m = pat.match(p.name)
+        if m and p.is_file():
+            out.setdefault(int(m.group(1)), []).append(p)
+    return out
+
+
+def _mtime(p: Path) -> int:
+    try:
+        return p.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def retain(prefix: str | os.PathLike, keep: int, current: int) -> tuple[list[Path], list[int], list[str]]:
+    """Keep the ``keep`` most recently written snapshots of ``prefix`` (always the one of
+    iteration ``current``, just written) and remove every other file of that prefix: older
+    snapshots and weights files whose state was never written.  "Most recent" is the order
+    ``--resume latest`` uses (write time, then iteration), so a run resumed from an older
+    snapshot keeps what it writes now, not what it is about to overwrite.
+
+    Returns (the files removed, the iterations kept, newest first, and an error line per file
+    that could not be removed)."""
+    prefix = Path(prefix)
+    groups = snapshot_files(prefix)
+    complete = [it for it, files in groups.items() if any(f.name.endswith(STATE_SUFFIX) for f in files)]
+
+    def written(it: int) -> tuple[int, int]:
+        state = [f for f in groups[it] if f.name.endswith(STATE_SUFFIX)]
+        return _mtime(state[0]), it
+
+    order = sorted((it for it in complete if it != current), key=written, reverse=True)
+    kept = ([current] if current in groups else []) + order
+    kept = kept[:max(keep, 1)]
+    removed: list[Path] = []
+    failed: list[str] = []
+    for it in sorted(set(groups) - set(kept)):
+        # the state first: a state file always has its weights file beside it
+        for f in sorted(groups[it], key=lambda f: not f.name.endswith(STATE_SUFFIX)):
+            try:
+                f.unlink()
+                removed.append(f)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                failed.append(f"{f}: {e.strerror}")
+    return removed, kept, failed
+
+
+#: the final names of snapshot files (any prefix)
+SNAPSHOT_NAME = re.compile(r"_iter_\d+(\.solverstate)?\.safetensors$")
+
+
+def stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Temporary files of snapshot writes in ``folder`` whose writer is no longer running."""
+    return atomic.stale_temps(folder, SNAPSHOT_NAME)
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove what ``stale_temps`` finds; returns what was removed."""
+    out = []
+    for p in stale_temps(folder):
+        try:
+            p.unlink()
+            out.append(p)
+        except OSError:
+            pass    # another process swept it, or the folder is read-only: never taken anyway
+    return out

@@ -57,28 +57,53 @@ def weight_refs(refs: Iterable[str], base: Path | None) -> list[tuple[str, Path]
 
 
 def find_resume_state(resume: str, training: Training, run_dir: Path | None) -> Path:
+    """The state file ``--resume`` names (``latest``: see ``resume_state``)."""
+    return resume_state(resume, training, run_dir)[0]
+
+
+def resume_state(resume: str, training: Training, run_dir: Path | None) -> tuple[Path, tuple, list[str]]:
+    """(the state file, what ``read_state`` returned for it, lines for the log).
+
+    ``latest`` is the newest state file under the run folder (or runs/<net name>) and the
+    snapshot_prefix folder that reads back whole: temporary files of interrupted writes are
+    never taken (and those whose writer is gone are removed), and a newer state that does not
+    read is skipped, with a warning, for the one before it."""
     if resume != "latest":
         p = Path(resume)
         if not p.exists():
             raise SolverError("no such solver state file", file=resume)
-        return p
+        return p, snap.read_state(p), []
     folders = [run_dir] if run_dir is not None else [Path("runs") / _safe(training.net_name)]
     cfg = training.solver
     if "snapshot_prefix" in cfg:
         folders.append(cfg.path(cfg["snapshot_prefix"]).parent)
-    found = snap.latest_state([f for f in folders if f is not None])
+    folders = [f for f in folders if f is not None]
+    notes = []
+    for folder in dict.fromkeys(folders):
+        removed = snap.remove_stale_temps(folder)
+        if removed:
+            notes.append(f"Removed {len(removed)} temporary file(s) of interrupted snapshot writes in {folder}: "
+                         + ", ".join(p.name for p in removed))
+    found = snap.latest_loadable(folders)
     if found is None:
         raise SolverError(f"--resume latest: no solver state (*{snap.STATE_SUFFIX}) under "
                           f"{', '.join(str(f) for f in folders)}", hint="train without --resume first, or name "
                           "the state file")
-    return found
+    path, loaded, errors = found
+    notes += [f"warning: --resume latest skips {e.file or 'a state file'}, which does not read back "
+              f"({e.message}); resuming from {path} instead" for e in errors]
+    return path, loaded, notes
 
 
 def train(file: str | os.PathLike, *, solver: str | None = None, weights: str | None = None,
           resume: str | None = None, run_dir: str | os.PathLike | None = None,
           stages: Iterable[str] | None = None, level: int | None = None, seed: int | None = None,
-          progress: bool = True, echo: Callable[[str], None] | None = None, device: str | None = None) -> int:
+          progress: bool = True, echo: Callable[[str], None] | None = None, device: str | None = None,
+          snapshot_failure: str | None = None) -> int:
     """Train; returns the exit status (0 done, 130 stopped by a signal after a snapshot).
+
+    ``snapshot_failure``: stop or continue when a snapshot cannot be written (instead of the
+    solver's ``snapshot_failure``).
 
     ``device``: cpu, cuda or cuda:N; by default the solver's ``solver_mode``/``device_id``,
     else ``$NETSPEC_DEVICE``, else the CPU.
@@ -98,14 +123,15 @@ def train(file: str | os.PathLike, *, solver: str | None = None, weights: str | 
     try:
         return _train(comm, file, solver=solver, weights=weights, resume=resume, run_dir=run_dir, stages=stages,
                       level=level, seed=seed, progress=progress and comm.is_root, echo=echo,
-                      device=distributed.rank_device(device, comm))
+                      device=distributed.rank_device(device, comm), snapshot_failure=snapshot_failure)
     except distributed.QuietExit:
         return 1
     finally:
         comm.close()
 
 
-def _train(comm, file, *, solver, weights, resume, run_dir, stages, level, seed, progress, echo, device) -> int:
+def _train(comm, file, *, solver, weights, resume, run_dir, stages, level, seed, progress, echo, device,
+           snapshot_failure=None) -> int:
     from netspec.solvers.distributed import QuietExit
     from netspec.solvers.solver import Solver
 
@@ -120,9 +146,10 @@ def _train(comm, file, *, solver, weights, resume, run_dir, stages, level, seed,
                 raise SolverError("--weights cannot be combined with --resume (the state holds the weights)")
             rdir = Path(run_dir) if run_dir is not None else None
             state = None
+            notes: list[str] = []
             if resume is not None:
-                path = find_resume_state(resume, training, rdir)
-                state = (path, snap.read_state(path))
+                path, loaded, notes = resume_state(resume, training, rdir)
+                state = (path, loaded)
                 if rdir is None:
                     recorded = state[1][1].get("run_dir")
                     rdir = Path(recorded) if recorded and Path(recorded).is_dir() else path.parent
@@ -131,6 +158,8 @@ def _train(comm, file, *, solver, weights, resume, run_dir, stages, level, seed,
             log = RunLog(rdir, echo) if comm.is_root else RunLog(None, echo=None)
             for w in training.warnings:
                 log.warning(str(w))
+            for line in notes:
+                log.info(line)
         except Exception as e:  # noqa: BLE001 - re-raised by agree
             failure = e
         comm.agree(failure)
@@ -138,7 +167,7 @@ def _train(comm, file, *, solver, weights, resume, run_dir, stages, level, seed,
         # 2. the nets, their weights or state
         try:
             s = Solver(training, rdir, log, progress=progress, seed=seed, snapshots_in_run_dir=run_dir is not None,
-                       device=device, comm=comm)
+                       device=device, comm=comm, snapshot_failure=snapshot_failure)
             log.info(f"Run folder: {rdir}")
             if state is not None:
                 s.restore(state[0], loaded=state[1])

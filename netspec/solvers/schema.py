@@ -15,4 +15,5 @@ from netspec.spec.solver_schema import (  # noqa: F401  (the names the training 
 
 #: keys whose value may differ when a run is resumed (they do not change the trajectory)
 RESUMABLE_CHANGES = ("max_iter", "display", "snapshot", "test_interval", "snapshot_prefix",
-                     "snapshot_after_train", "debug_info", "weights", "init_from")
+                     "snapshot_after_train", "debug_info", "weights", "init_from", "snapshot_keep",
+                     "snapshot_failure")

@@ -17,6 +17,17 @@ says "Optimization Done.".  Ctrl-C and SIGTERM finish the current iteration, sna
 with a ``SolverError`` naming the iteration and the first layer whose output went bad (found
 by re-running that forward pass layer by layer); snapshots already written are kept.
 
+Snapshots: a snapshot that cannot be written (a full disk, a folder that became read-only)
+leaves the previous one valid (both files are written atomically, and a weights file whose
+state could not follow is removed) and either stops the run with a ``SolverError`` naming the
+file, the reason and the snapshot kept (``snapshot_failure: stop``, the default) or is logged
+and the run trains on, trying again at the next snapshot (``continue``; the final snapshot,
+at the end or on a signal, stops with the error either way, since the run's result would be
+lost).  ``snapshot_keep: K`` keeps the K newest snapshots of the prefix and logs what it
+removed and kept.  Before training, the snapshot folder is probed (a read-only or missing
+folder is an error then, not at the first snapshot) and temporary files that killed writers
+left there are removed.
+
 Data parallel (``mpiexec -n S``; ``netspec.solvers.distributed``): every rank runs this same
 loop on its share of each global batch and the ``comm`` it is handed averages the gradient
 arenas before the update (one Allreduce, which also sums the loss and the stop/snapshot flags,
@@ -37,9 +48,11 @@ test net k: seed + 1 + k), and a snapshot holds all of their states and every la
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -50,6 +63,7 @@ import numpy as np
 
 from netspec.core.device import copy_in, to_host
 from netspec.errors import SolverError, WeightsError
+from netspec.io import atomic
 from netspec.io import snapshot as snap
 from netspec.io.weights import copy_weights, load_weights, matches, save_weights
 from netspec.solvers.config import Training
@@ -97,7 +111,8 @@ class Solver:
 
     def __init__(self, training: Training, run_dir: Path | None = None, log: RunLog | None = None,
                  progress: bool = False, dtype=np.float32, seed: int | None = None,
-                 snapshots_in_run_dir: bool = False, device=None, comm: Communicator | None = None):
+                 snapshots_in_run_dir: bool = False, device=None, comm: Communicator | None = None,
+                 snapshot_failure: str | None = None):
         from netspec.api import compile_net
         from netspec.core.net import Net
 
@@ -174,6 +189,10 @@ class Solver:
         self.snapshot_requested = False
         self.last_snapshot: Path | None = None
         self.last_snapshot_iter: int | None = None
+        # --on-snapshot-failure beats the solver's field; neither changes the trajectory
+        self.snapshot_failure = snapshot_failure or cfg["snapshot_failure"]
+        self.snapshot_keep = int(cfg["snapshot_keep"])
+        self.failed_snapshots: list[int] = []   # iterations whose snapshot could not be written
         self.net_text, self.solver_text = self._texts()
         self.prefix = self._prefix()
         self._train_loss_weights = _output_weights(self.net)
@@ -265,7 +284,10 @@ class Solver:
                 copy_weights(tnet, tensors, shown, self.reinit)
 
     def check_snapshot_dir(self) -> None:
-        """Caffe probes that snapshots can be written before training starts; so do we."""
+        """Caffe probes that snapshots can be written before training starts; so do we (a
+        read-only folder is found now, not after the first snapshot interval).  Temporary files
+        of snapshot writes whose process was killed are removed, and a folder with less free
+        space than two snapshots take is warned about."""
         if not (self.cfg["snapshot"] or self.cfg["snapshot_after_train"]):
             return
         folder = self.prefix.parent
@@ -273,12 +295,29 @@ class Solver:
             folder.mkdir(parents=True, exist_ok=True)
             if not self.comm.is_root:
                 return
-            probe = folder / f".netspec-probe-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
+            atomic.probe_writable(folder)
         except OSError as e:
-            raise SolverError(f"cannot write snapshots to {folder}: {e.strerror}",
-                              hint="set snapshot_prefix to a writable folder") from None
+            raise SolverError(f"cannot write snapshots to {folder}: {_reason(e)}",
+                              hint="set snapshot_prefix (or --run-dir) to a writable folder") from None
+        removed = snap.remove_stale_temps(folder)
+        if removed:
+            self.log.info(f"Removed {len(removed)} temporary file(s) of interrupted snapshot writes: "
+                          + ", ".join(p.name for p in removed))
+        need = 2 * self.snapshot_bytes()
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            return
+        if free < need:
+            self.log.warning(f"only {_mb(free)} free in {folder}, and one snapshot takes about "
+                             f"{_mb(need // 2)}: snapshots may fail (snapshot_failure: {self.snapshot_failure})")
+
+    def snapshot_bytes(self) -> int:
+        """About what one snapshot (weights and state files) takes on disk."""
+        n = sum(p.blob.data.size for p in self.net.learnable)
+        weights = 4 * n * (2 if self.cfg["snapshot_diff"] else 1)
+        state = self.dtype.itemsize * n * (1 + len(self.updater.state) + len(self.test_nets))
+        return weights + state + 64 * 1024     # headers, the net and solver text, RNG states
 
     # ---- the loop --------------------------------------------------------------------------
     def solve(self, handle_signals: bool = True) -> int:
@@ -295,11 +334,12 @@ class Solver:
             # reached one rank after the last step must not send it down another path)
             if self.comm.agreed(bool(self.stop_requested), self._stopped):
                 if self.last_snapshot_iter != self.iter:
-                    self.snapshot()
+                    self.snapshot(final=True)
                 self.log.info("Optimization stopped early.")
                 return INTERRUPTED
-            if cfg["snapshot_after_train"] and (not cfg["snapshot"] or self.iter % cfg["snapshot"] != 0):
-                self.snapshot()
+            # "unless the last iteration just did": also when that snapshot failed and was let go
+            if cfg["snapshot_after_train"] and self.last_snapshot_iter != self.iter:
+                self.snapshot(final=True)
             if cfg["display"] and self.iter % cfg["display"] == 0:
                 loss = self._mean_over_ranks(self.net.forward())
                 self._smooth(loss)
@@ -373,7 +413,7 @@ class Solver:
                 asked = self.comm.agreed(self.snapshot_requested, flags[2] > 0)
                 if (snapshot and self.iter % snapshot == 0) or asked or stop:
                     self.snapshot_requested = False
-                    self.snapshot()
+                    self.snapshot(final=stop)
                 if stop:
                     self.stop_requested = self.stop_requested or signal.SIGTERM   # agreed by another rank
                     self._stopped = True
@@ -523,21 +563,65 @@ class Solver:
         self.log.record(iter=it, phase=phase, name=name, value=value, lr=lr, seconds=round(self.elapsed, 3), **extra)
 
     # ---- snapshots -------------------------------------------------------------------------
-    def snapshot(self) -> Path:
-        """Write the weights and the state (rank 0; every rank calls it at the same iteration)."""
+    def snapshot(self, final: bool = False) -> Path | None:
+        """Write the weights and the state (rank 0; every rank calls it at the same iteration);
+        None when it could not be written and ``snapshot_failure: continue`` lets the run go
+        on (``final``: the run's last snapshot, whose failure always raises)."""
         w = snap.weights_path(self.prefix, self.iter)
         s = snap.state_path(self.prefix, self.iter)
         self._sync_batchnorm()
         if not self.comm.is_root:
             self.last_snapshot, self.last_snapshot_iter = s, self.iter
             return s
-        self.log.info(f"Snapshotting to safetensors file {w}")
-        save_weights(w, self.net, {"net": self.net_name, "iter": str(self.iter)}, with_diff=self.cfg["snapshot_diff"])
-        self.log.info(f"Snapshotting solver state to safetensors file {s}")
-        tensors, record = self.state()
-        snap.write_state(s, tensors, record, self.net_text, self.solver_text)
+        wrote_weights = False
+        try:
+            self.log.info(f"Snapshotting to safetensors file {w}")
+            save_weights(w, self.net, {"net": self.net_name, "iter": str(self.iter)},
+                         with_diff=self.cfg["snapshot_diff"])
+            wrote_weights = True
+            self.log.info(f"Snapshotting solver state to safetensors file {s}")
+            tensors, record = self.state()
+            snap.write_state(s, tensors, record, self.net_text, self.solver_text)
+        except OSError as e:
+            self._snapshot_failed(e, w if wrote_weights else None, final)
+            return None
         self.last_snapshot, self.last_snapshot_iter = s, self.iter
+        if self.snapshot_keep:
+            self._retain()
         return s
+
+    def _snapshot_failed(self, e: OSError, orphan: Path | None, final: bool) -> None:
+        """A snapshot write failed: its temporary file is gone (atomic_write), and a weights
+        file whose state could not follow is removed (it would only take space, and no resume
+        can use it).  Stop, or log and go on."""
+        where = e.filename or (orphan if orphan is not None else self.prefix)
+        if orphan is not None:
+            try:
+                orphan.unlink()
+            except OSError:
+                pass
+        self.failed_snapshots.append(self.iter)
+        msg = (f"cannot write the snapshot of iteration {self.iter} to {where}: {_reason(e)}; "
+               f"{self._where()}")
+        hint = ("free space there, set snapshot_keep to keep fewer snapshots, or point snapshot_prefix "
+                "(or --run-dir) at another folder; resume with --resume latest")
+        if self.snapshot_failure == "stop" or final:
+            if self.snapshot_failure != "stop":
+                msg += " (this was the final snapshot: the run stops so that its result is not lost)"
+            else:
+                hint += "; snapshot_failure: continue (--on-snapshot-failure continue) trains on instead"
+            raise SolverError(msg, hint=hint)
+        self.log.warning(f"{msg}; training goes on (snapshot_failure: continue) and the next snapshot "
+                         f"tries again")
+
+    def _retain(self) -> None:
+        removed, kept, failed = snap.retain(self.prefix, self.snapshot_keep, self.iter)
+        if removed:
+            self.log.info(f"Snapshot retention (snapshot_keep: {self.snapshot_keep}): removed "
+                          + ", ".join(p.name for p in removed) + "; kept iteration"
+                          + ("s " if len(kept) > 1 else " ") + ", ".join(str(i) for i in kept))
+        for line in failed:
+            self.log.warning(f"snapshot retention could not remove {line}")
 
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
         tensors: dict[str, np.ndarray] = {}
@@ -677,6 +761,22 @@ def device_name(cfg, device, comm: Communicator) -> str | None:
     if device is None and cfg.get("solver_mode") == "GPU":
         device = f"cuda:{int(cfg.get('device_id', 0))}" if comm.size == 1 else "cuda"
     return rank_device(device or env_device(), comm)
+
+
+def _reason(e: OSError) -> str:
+    """The OS error in words, with what it means for snapshots."""
+    text = e.strerror or str(e)
+    if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", None)):
+        return f"{text} (the disk or quota is full)"
+    if e.errno == errno.EROFS:
+        return f"{text} (the folder is on a read-only file system)"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"{text} (the folder is not writable by this user)"
+    return text
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2 ** 20:.1f} MiB"
 
 
 def _loss_msg(w: float, v: float) -> str:

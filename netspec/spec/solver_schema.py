@@ -3,7 +3,8 @@
 Every field Caffe's solver message has is accepted under its own name, with Caffe's default,
 and a few additions are marked as such (``cosine``, ``warmup_iter``, ``AdamW``, ``min_lr``,
 ``clip_after_normalize``, ``init_from``, ``reinit``, ``freeze``, and the data-parallel
-``global_batch``, ``lr_scaling``, ``lr_base_batch``, ``batch_norm_stats``).  Unlike Caffe, ``base_lr``,
+``global_batch``, ``lr_scaling``, ``lr_base_batch``, ``batch_norm_stats``, and the snapshot
+``snapshot_keep`` and ``snapshot_failure``).  Unlike Caffe, ``base_lr``,
 ``lr_policy`` and ``max_iter`` are required, and so is every parameter the chosen policy reads
 (``step`` needs ``gamma`` and ``stepsize``, ...), so a missing one is an error at load time
 instead of a silent zero.  The schema is committed as ``netspec/spec/schemas/solver.schema.json``
@@ -153,6 +154,14 @@ PROPERTIES: dict[str, dict] = {
     "snapshot_format": T.enum(("BINARYPROTO", "HDF5"), desc="accepted for Caffe files; netspec always "
                                                             "writes safetensors"),
     "snapshot_after_train": T.boolean(True, "snapshot at the end unless the last iteration just did"),
+    "snapshot_keep": T.integer(0, default=0, desc="keep only the newest this many snapshots of the prefix, "
+                                                  "removing older ones as new ones are written (0: keep all) "
+                                                  "(netspec)"),
+    "snapshot_failure": T.enum(("stop", "continue"), default="stop",
+                               desc="when a snapshot cannot be written (disk full, folder read-only): stop "
+                                    "with an error, or log it and train on, trying again at the next "
+                                    "snapshot; the previous snapshot stays valid either way, and a failed "
+                                    "final snapshot always stops with an error (netspec)"),
     # -- environment
     "solver_mode": T.enum(("CPU", "GPU"), default="CPU", desc="GPU trains on cuda:<device_id> (the "
                           "[cuda] extra); --device on the command line wins"),
