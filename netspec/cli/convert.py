@@ -67,14 +67,18 @@ def _emit(report, quiet: bool, verbose: bool, report_file: str | None) -> None:
                    "shape per top, separated by '/')")
 @click.option("--caffe-root", type=click.Path(file_okay=False),
               help="the folder Caffe ran in: its relative paths are rewritten from there")
+@click.option("--weights-out", type=click.Path(dir_okay=False),
+              help="ONNX: where the weights go (default: beside -o, as <stem>.safetensors)")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False),
               help="also write the coverage report as JSON")
 @click.option("-q", "--quiet", is_flag=True, help="print no coverage report")
 @click.option("-v", "--verbose", is_flag=True, help="list every mapped field in the report too")
-def convert(file, output, net_file, net_out, data_sources, data_shapes, caffe_root, report_file, quiet, verbose):
-    """Convert Caffe files: nets and solvers to YAML, weights to safetensors and back.
+def convert(file, output, net_file, net_out, data_sources, data_shapes, caffe_root, weights_out, report_file, quiet,
+            verbose):
+    """Convert Caffe and ONNX files: nets and solvers to YAML, weights to safetensors and back.
 
     \b
+      netspec convert MODEL.onnx -o net.yaml [--weights-out net.safetensors]
       netspec convert NET.prototxt [-o net.yaml]
       netspec convert SOLVER.prototxt -o solver.yaml [--net-out net.yaml]
       netspec convert MODEL.caffemodel --net NET.prototxt|NET.yaml -o weights.safetensors
@@ -82,7 +86,8 @@ def convert(file, output, net_file, net_out, data_sources, data_shapes, caffe_ro
 
     A coverage report on stderr says what became of every Caffe field: mapped, ignored (and
     why), unsupported (and why).  Caffe LMDB/LevelDB data layers are kept; point them at data
-    netspec reads with --data-source NAME[:PHASE]=SOURCE.
+    netspec reads with --data-source NAME[:PHASE]=SOURCE.  An ONNX model (the [onnx] extra)
+    becomes a net and a weights file; operators netspec cannot express are named with their node.
     """
     from netspec.caffe.convert_net import NetOptions
 
@@ -90,6 +95,13 @@ def convert(file, output, net_file, net_out, data_sources, data_shapes, caffe_ro
     root = Path(caffe_root) if caffe_root else None
     net_options = NetOptions(_keyed(data_sources, "--data-source"), _keyed(data_shapes, "--data-shape"), root, out)
     suffix = Path(file).suffix.lower()
+    if suffix == ".onnx":
+        if net_file or net_out or data_sources or data_shapes or caffe_root:
+            raise click.UsageError("an .onnx file takes only -o, --weights-out, --report, -q and -v")
+        _onnx(file, out, weights_out, report_file, quiet, verbose)
+        return
+    if weights_out:
+        raise click.UsageError("--weights-out is for .onnx files")
     if suffix in (".caffemodel", ".safetensors"):
         _weights(file, suffix, out, net_file, net_options, report_file, quiet, verbose)
         return
@@ -111,6 +123,21 @@ def convert(file, output, net_file, net_out, data_sources, data_shapes, caffe_ro
     _emit(res.report, quiet, verbose, report_file)
     if res.check_error is not None:
         raise res.check_error
+
+
+def _onnx(file, out, weights_out, report_file, quiet, verbose) -> None:
+    from netspec.caffe.report import write_text_atomic
+    from netspec.io.weights import write_safetensors
+    from netspec.onnx.importer import convert_onnx_file
+
+    if out is None:
+        raise click.UsageError("give the net file to write with -o (the weights go beside it)")
+    wout = Path(weights_out) if weights_out else out.with_suffix(".safetensors")
+    res = convert_onnx_file(file, out, wout)
+    write_safetensors(wout, res.weights, {"format": "netspec-weights", "converted_from": Path(file).name})
+    write_text_atomic(out, res.text)
+    res.report.summary["weights"] = str(wout)
+    _emit(res.report, quiet, verbose, report_file)
 
 
 def _solver(file, out, net_out, net_options, root, report_file, quiet, verbose) -> None:
