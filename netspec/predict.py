@@ -201,6 +201,11 @@ def _input_info(spec, stages, level) -> _InputInfo:
     from netspec.api import compile_net
     from netspec.graph.deploy import derive_deploy, is_source
 
+    from netspec.graph.state import filter_net, stage_sets
+
+    if not filter_net(spec, "TEST", level, stages if stages is not None else stage_sets(spec, "TEST")[0]).layers:
+        raise spec.error(GraphError, "this net has no deploy form: its rules leave every layer out of the TEST "
+                                     "net, which the deploy net is derived from", field="layers")
     deploy = derive_deploy(spec, level=level, stages=stages)
     inputs = [l for l in deploy.layers if l["type"] == "Input"]
     if not inputs:
@@ -413,6 +418,9 @@ def _record_items(source: str, predictor: Predictor, limit: int | None = None,
                         f"{list(predictor.raw_shape)} ({want} values)", file=source)
     n = src.size if limit is None else min(limit, src.size)
     labels = src.labels()
+    remap = _label_map(src.class_names, predictor.classes)
+    if remap is False:
+        labels = None           # the source's classes are not the net's: its labels say nothing here
     lines = getattr(src, "lines", None)
     show = source if not is_file else _short(source)
     items = []
@@ -427,8 +435,20 @@ def _record_items(source: str, predictor: Predictor, limit: int | None = None,
         if labels is not None:
             v = float(labels[i])
             label = int(v) if v == int(v) and v >= 0 else None
+            if label is not None and isinstance(remap, dict):
+                label = remap.get(label)
         items.append(Item(name, _reader(src, i, predictor.raw_shape), label))
     return items
+
+
+def _label_map(source_names: list[str] | None, net_names: list[str] | None) -> dict[int, int] | bool:
+    """How a source's labels become the net's class indices: True (as they are), a mapping by
+    class name (an image folder whose sub-folders are some of the net's classes), or False."""
+    if not source_names or not net_names or list(source_names) == list(net_names)[:len(source_names)]:
+        return True
+    if all(n in net_names for n in source_names):
+        return {k: net_names.index(n) for k, n in enumerate(source_names)}
+    return False
 
 
 def _short(source: str) -> str:

@@ -77,7 +77,10 @@ def predict(model, files, weights, images, top_k, batch_size, output_blob, as_js
     for f in failed:
         click.echo(f"error: {f.error}", err=True)
     if failed:
-        click.echo(f"{len(failed)} of {len(results)} inputs failed; the others are printed above", err=True)
+        if len(failed) == len(results):
+            click.echo(f"no input could be predicted ({len(failed)} failed)", err=True)
+        else:
+            click.echo(f"{len(failed)} of {len(results)} inputs failed; the others are printed above", err=True)
         sys.exit(1)
 
 
