@@ -338,10 +338,12 @@ class _Builder:
         pass
 
     def _affine(self, x: str, scale: float, shift: float, out: str | None = None) -> str:
+        """scale x + shift, written as few nodes as the values need (into ``out`` when given)."""
+        last = [out] if out is not None else None
         if scale != 1.0:
-            x = self.node("Mul", [x, self.const("scale", scale)], out if shift == 0.0 else None)
+            x = self.node("Mul", [x, self.const("scale", scale)], last if shift == 0.0 else None)
         if shift != 0.0:
-            x = self.node("Add", [x, self.const("shift", shift)], out)
+            x = self.node("Add", [x, self.const("shift", shift)], last)
         if out is not None and x != out:
             x = self.node("Identity", [x], [out])
         return x
