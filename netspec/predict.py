@@ -192,7 +192,6 @@ class _InputInfo:
     base_dir: Path | None
     classes: list[str] | None
     bgr: bool
-    raw_uint8: bool
     shape: tuple[int, ...]            # the input blob's sample shape (after the transform)
 
 
@@ -219,7 +218,7 @@ def _input_info(spec, stages, level) -> _InputInfo:
     shape = tuple(inputs[0]["shape"] if isinstance(inputs[0]["shape"][0], int) else inputs[0]["shape"][0])[1:]
     test = compile_net(spec, "TEST", level, stages)
     feeder = next((lp for lp in test.layers if blob in lp.tops and is_source(type(lp.layer))), None)
-    info = _InputInfo(blob, shape, None, None, None, False, False, shape)
+    info = _InputInfo(blob, shape, None, spec.base_dir, None, False, shape)
     if feeder is None or not hasattr(feeder.layer, "sample_shape"):
         return info
     layer = feeder.layer
@@ -237,7 +236,6 @@ def _input_info(spec, stages, level) -> _InputInfo:
         except NetspecError:
             names = None
         info.classes = list(names) if names else None
-        info.raw_uint8 = True       # images and the built-in datasets are 8-bit; clipping matters in TRAIN only
     return info
 
 
@@ -301,7 +299,8 @@ def _transform(info: _InputInfo):
     params = dict(info.transform or {})
     # mirror flips at random in any phase (Caffe's rule); a prediction shows the image itself
     params.pop("mirror", None)
-    t = Transform(params, "TEST", info.raw_shape, info.base_dir, info.raw_uint8)
+    # raw_uint8 (clipping after brightness and contrast) matters in TRAIN only
+    t = Transform(params, "TEST", info.raw_shape, info.base_dir)
     if tuple(t.out_shape) != tuple(info.shape):
         raise DataError(f"the preprocessing turns records of shape {list(info.raw_shape)} into {list(t.out_shape)}, "
                         f"but the net's input '{info.blob}' is {list(info.shape)}")

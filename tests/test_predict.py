@@ -294,3 +294,55 @@ def test_a_class_folder_gives_labels_by_class_name(pngs, tmp_path):
     r = _run([ZOO, tmp_path, "--json", "-k", "1"])          # as FILES: the images, without labels
     got = json.loads(r.stdout)["predictions"]
     assert len(got) == 2 and all("label" not in g for g in got)
+
+
+def test_crop_and_mean_are_the_data_layers_own(tmp_path):
+    """A colour net whose Data layer crops and subtracts a mean: predict on the image files gives
+    what the TEST net computes from the same folder through its Data layer."""
+    from PIL import Image
+
+    from netspec import api
+    from netspec import predict as P
+    from netspec.core.net import Net
+    from netspec.io.weights import save_weights
+
+    rng = np.random.default_rng(0)
+    files = []
+    for c in ("a", "b"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(3):
+            f = tmp_path / "imgs" / c / f"{i}.png"
+            Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(f)
+            files.append(f)
+    net_file = tmp_path / "tiny.yaml"
+    net_file.write_text(
+        "name: Tiny\nlayers:\n"
+        "  - {name: data, type: Data, top: [data, label], source: imgs, batch_size: 6,\n"
+        "     transform: {crop_size: 8, mean_value: [100, 120, 140], scale: 0.01}}\n"
+        "  - {name: conv, type: Convolution, num_output: 4, kernel_size: 3, weight_filler: {type: gaussian, std: 0.3}}\n"
+        "  - {name: ip, type: InnerProduct, num_output: 2, weight_filler: {type: gaussian, std: 0.3}}\n"
+        "  - {name: loss, type: SoftmaxWithLoss, bottom: [ip, label]}\n")
+    net = Net(api.compile_net(api.load_net(net_file), "TEST"), np.float32, seed=3, device="cpu")
+    try:
+        save_weights(tmp_path / "w.safetensors", net)
+        net.forward()
+        ip = np.array(net.blobs["ip"].data, dtype=np.float64)
+    finally:
+        for lp in net.layers:
+            lp.layer.close()
+    e = np.exp(ip - ip.max(axis=1, keepdims=True))
+    prob = e / e.sum(axis=1, keepdims=True)
+    pred = P.load_predictor(str(net_file), str(tmp_path / "w.safetensors"), batch=4)
+    try:
+        assert pred.raw_shape == (3, 12, 12) and pred.classes == ["a", "b"]
+        big = tmp_path / "big.png"
+        Image.open(files[0]).resize((40, 30)).save(big)             # another size: resized to 12x12, cropped
+        items, _ = P.read_inputs([str(f) for f in files] + [str(big)], pred)
+        out = P.predict(pred, items, k=2)
+    finally:
+        pred.close()
+    assert all(isinstance(o, P.Prediction) for o in out) and len(out) == 7
+    for o, p in zip(out, prob):
+        got = dict((k, v) for k, _, v in o.top)
+        np.testing.assert_allclose([got[0], got[1]], p, rtol=1e-5)
+        assert o.top[0][1] == "ab"[int(p.argmax())]
