@@ -346,3 +346,27 @@ def test_crop_and_mean_are_the_data_layers_own(tmp_path):
         got = dict((k, v) for k, _, v in o.top)
         np.testing.assert_allclose([got[0], got[1]], p, rtol=1e-5)
         assert o.top[0][1] == "ab"[int(p.argmax())]
+
+
+@pytest.mark.cuda
+def test_cpu_and_cuda_predict_alike(pngs):
+    from netspec import predict as P
+    from netspec.core.device import resolve
+    from netspec.errors import DeviceError
+
+    try:
+        resolve("cuda")
+    except DeviceError as e:
+        pytest.skip(f"no CUDA device (set NUMBA_ENABLE_CUDASIM=1 for the simulator): {e}")
+    paths, _ = pngs
+    got = {}
+    for dev in ("cpu", "cuda"):
+        pred = P.load_predictor(ZOO, batch=2, device=dev)
+        try:
+            items, _ = P.read_inputs([str(p) for p in paths[:3]], pred)    # batches of 2 and 1
+            got[dev] = P.predict(pred, items, k=3)
+        finally:
+            pred.close()
+    for c, g in zip(got["cpu"], got["cuda"]):
+        assert [t[0] for t in c.top] == [t[0] for t in g.top]
+        np.testing.assert_allclose([t[2] for t in c.top], [t[2] for t in g.top], rtol=1e-4, atol=1e-6)
