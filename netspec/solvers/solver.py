@@ -317,7 +317,8 @@ class Solver:
         n = sum(p.blob.data.size for p in self.net.learnable)
         weights = 4 * n * (2 if self.cfg["snapshot_diff"] else 1)
         state = self.dtype.itemsize * n * (1 + len(self.updater.state) + len(self.test_nets))
-        return weights + state + 64 * 1024     # headers, the net and solver text, RNG states
+        # the state also holds the net and solver text; headers and RNG states take a few KiB
+        return weights + state + len(self.net_text) + len(self.solver_text) + 8192
 
     # ---- the loop --------------------------------------------------------------------------
     def solve(self, handle_signals: bool = True) -> int:
@@ -573,28 +574,27 @@ class Solver:
         if not self.comm.is_root:
             self.last_snapshot, self.last_snapshot_iter = s, self.iter
             return s
-        wrote_weights = False
+        writing = w
         try:
             self.log.info(f"Snapshotting to safetensors file {w}")
             save_weights(w, self.net, {"net": self.net_name, "iter": str(self.iter)},
                          with_diff=self.cfg["snapshot_diff"])
-            wrote_weights = True
+            writing = s
             self.log.info(f"Snapshotting solver state to safetensors file {s}")
             tensors, record = self.state()
             snap.write_state(s, tensors, record, self.net_text, self.solver_text)
         except OSError as e:
-            self._snapshot_failed(e, w if wrote_weights else None, final)
+            self._snapshot_failed(e, writing, w if writing == s else None, final)
             return None
         self.last_snapshot, self.last_snapshot_iter = s, self.iter
         if self.snapshot_keep:
             self._retain()
         return s
 
-    def _snapshot_failed(self, e: OSError, orphan: Path | None, final: bool) -> None:
+    def _snapshot_failed(self, e: OSError, where: Path, orphan: Path | None, final: bool) -> None:
         """A snapshot write failed: its temporary file is gone (atomic_write), and a weights
         file whose state could not follow is removed (it would only take space, and no resume
         can use it).  Stop, or log and go on."""
-        where = e.filename or (orphan if orphan is not None else self.prefix)
         if orphan is not None:
             try:
                 orphan.unlink()
@@ -776,7 +776,10 @@ def _reason(e: OSError) -> str:
 
 
 def _mb(n: int) -> str:
-    return f"{n / 2 ** 20:.1f} MiB"
+    for unit, k in (("GiB", 30), ("MiB", 20)):
+        if n >= 2 ** k:
+            return f"{n / 2 ** k:.1f} {unit}"
+    return f"{n / 1024:.0f} KiB"
 
 
 def _loss_msg(w: float, v: float) -> str:
