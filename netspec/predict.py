@@ -135,7 +135,7 @@ def load_predictor(model: str, weights: str | None = None, *, batch: int = DEFAU
         net_file = entry.path("net")
         if not net_file.is_file():
             raise entry.error(f"the net file {entry.data['net']} of zoo entry '{entry.name}' is missing", "net")
-        refs = [weights] if weights else [model]
+        refs = _refs(weights) if weights else [model]
         manifest_input = dict(entry.get("input") or {})
         ev = entry.evaluation
         if stages is None and ev.get("stage") is not None:
@@ -149,8 +149,10 @@ def load_predictor(model: str, weights: str | None = None, *, batch: int = DEFAU
         if not weights:
             raise SpecError("a net file needs trained weights: give --weights W (a .safetensors file or "
                             "zoo:<name>), or name a zoo entry (zoo:<name>) instead of the net", file=model)
-        refs = [w.strip() for w in weights.split(",") if w.strip()]
-    spec = _net_spec(net_file)
+        refs = _refs(weights)
+    spec, file_stages, file_level = _net_spec(net_file)
+    stages = stages if stages is not None else file_stages
+    level = level if level is not None else file_level
     info = _input_info(spec, stages, level)
     if manifest_input.get("preprocessing") is not None:
         info.transform = dict(manifest_input["preprocessing"])
@@ -169,8 +171,13 @@ def load_predictor(model: str, weights: str | None = None, *, batch: int = DEFAU
                      info.bgr, batch, refs)
 
 
+def _refs(weights: str) -> list[str]:
+    """Weights references, comma-separated, applied in order (as ``netspec test`` takes them)."""
+    return [w.strip() for w in weights.split(",") if w.strip()]
+
+
 def _net_spec(path: Path):
-    """A net file, or the net of a solver file."""
+    """(net, stages, level) of a net file, or of a solver file's first test net."""
     from netspec.api import net_from_doc
     from netspec.solvers.config import is_solver_doc
     from netspec.spec.load import load_file
@@ -180,8 +187,9 @@ def _net_spec(path: Path):
         from netspec.solvers.run import resolve_training
 
         tr = resolve_training(path)
-        return (tr.tests[0] if tr.tests else tr.train).spec
-    return net_from_doc(doc)
+        use = tr.tests[0] if tr.tests else tr.train
+        return use.spec, use.stages, use.level
+    return net_from_doc(doc), None, None
 
 
 @dataclass
