@@ -542,8 +542,8 @@ def table(predictor: Predictor, results: Sequence[Prediction | Failure]) -> list
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     if labelled:
         right = sum(p.top[0][0] == p.label for p in labelled)
-        lines.append(f"top-1 accuracy: {right}/{len(labelled)} = {100.0 * right / len(labelled):.2f}% "
-                     f"(the inputs with labels)")
+        lines.append(f"top-1 accuracy over the {len(labelled)} labelled inputs: {right}/{len(labelled)} = "
+                     f"{100.0 * right / len(labelled):.2f}%")
     return lines
 
 

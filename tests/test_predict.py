@@ -129,7 +129,7 @@ def test_a_dataset_slice_shows_labels_and_accuracy(test_net_scores):
     assert lines[1].split()[:3] == ["fashion-mnist:test[0]"] + CLASSES[labels[0]].split()
     assert len(lines) == 1 + 20 + 1
     right = int((ip2[:20].argmax(axis=1) == labels[:20]).sum())
-    assert lines[-1].startswith(f"top-1 accuracy: {right}/20 = {100 * right / 20:.2f}%")
+    assert lines[-1] == f"top-1 accuracy over the 20 labelled inputs: {right}/20 = {100 * right / 20:.2f}%"
 
 
 def test_colour_and_large_images_are_converted_and_resized(pngs, tmp_path):
