@@ -319,7 +319,8 @@ def test_crop_and_mean_are_the_data_layers_own(tmp_path):
         "name: Tiny\nlayers:\n"
         "  - {name: data, type: Data, top: [data, label], source: imgs, batch_size: 6,\n"
         "     transform: {crop_size: 8, mean_value: [100, 120, 140], scale: 0.01}}\n"
-        "  - {name: conv, type: Convolution, num_output: 4, kernel_size: 3, weight_filler: {type: gaussian, std: 0.3}}\n"
+        "  - {name: conv, type: Convolution, num_output: 4, kernel_size: 3,\n"
+        "     weight_filler: {type: gaussian, std: 0.3}}\n"
         "  - {name: ip, type: InnerProduct, num_output: 2, weight_filler: {type: gaussian, std: 0.3}}\n"
         "  - {name: loss, type: SoftmaxWithLoss, bottom: [ip, label]}\n")
     net = Net(api.compile_net(api.load_net(net_file), "TEST"), np.float32, seed=3, device="cpu")
