@@ -170,13 +170,15 @@ def test_data_files_give_one_input_per_record(tmp_path, test_net_scores):
     np.savetxt(tmp_path / "short.csv", x[:2].reshape(2, -1)[:, :100], fmt="%d", delimiter=",")
     (tmp_path / "notes.md").write_text("hello")
     files = [tmp_path / f for f in ("recs.npz", "rgb.npz", "plain.csv", "labelled.csv", "short.csv", "notes.md")]
-    pred = P.load_predictor(ZOO)
+    pred = P.load_predictor(ZOO, batch=4)
+    done: list[int] = []
     try:
         items, nfiles = P.read_inputs(map(str, files), pred)
-        out = P.predict(pred, items, k=2)
+        out = P.predict(pred, items, k=2, progress=done.append)
     finally:
         pred.close()
     assert nfiles == 6
+    assert done == [4, 3]       # the progress bar advances by each batch's predicted inputs
     ok = [o for o in out if isinstance(o, P.Prediction)]
     names = [o.name for o in ok]
     assert names == [f"{files[0]}[0]", f"{files[0]}[1]", f"{files[0]}[2]", f"{files[2]}:1", f"{files[2]}:2",
