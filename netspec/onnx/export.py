@@ -99,6 +99,7 @@ class _Builder:
         self.lp = None
         # the blob a layer writes last keeps the blob's name; earlier (in-place) writes get versions
         self.last_writer: dict[str, str] = {}
+        self.used.update(p.blobs)      # temporaries never take a blob's name
         for lp in p.layers:
             for t in lp.tops:
                 self.last_writer[t] = lp.name
@@ -172,7 +173,6 @@ class _Builder:
     def run(self) -> None:
         for n in self.plan.inputs:
             self.current[n] = n
-            self.used.add(n)
         for lp in self.plan.layers:
             self.lp = lp
             if lp.type == "Input":
@@ -185,7 +185,6 @@ class _Builder:
             for t in lp.tops:
                 if self.last_writer[t] == lp.name and t not in self.plan.inputs:
                     outs.append(t)
-                    self.used.add(t)
                 else:
                     outs.append(self.fresh(f"{t}/{lp.name}"))
             fn(lp, ins, outs)

@@ -147,7 +147,10 @@ class _Converter:
         self.layers: list[dict] = []
         self.weights: dict[str, np.ndarray] = {}
         self.names: set[str] = set()
-        self.alias: dict[str, str] = {}          # ONNX tensor -> the blob holding it (pass-through ops)
+        self.alias: dict[str, str] = {}          # ONNX tensor -> the tensor it passes through (Identity)
+        self.tensor_blob: dict[str, str] = {}    # ONNX tensor -> its netspec blob
+        self.blob_names: set[str] = set()
+        self.io_names = {i.name for i in g.input} | {o.name for o in g.output}
         self.outputs = [o.name for o in g.output]
         self.consumers: dict[str, list] = {}
         for n in g.node:
@@ -223,6 +226,9 @@ class _Converter:
         out = {}
         for a in node.attribute:
             v = self.onnx.helper.get_attribute_value(a)
+            if isinstance(v, float):
+                # ONNX keeps float32: its shortest decimal (0.1, not 0.10000000149011612) is the same value
+                v = float(str(np.float32(v)))
             out[a.name] = v.decode() if isinstance(v, bytes) else v
         return out
 
@@ -230,7 +236,22 @@ class _Converter:
         return self.consts.get(name) if name else None
 
     def blob(self, tensor: str) -> str:
-        return self.alias.get(tensor, tensor)
+        tensor = self.alias.get(tensor, tensor)
+        return self.tensor_blob.get(tensor, tensor)
+
+    def name_blob(self, tensor: str, layer: str) -> str:
+        """The blob for an ONNX tensor: graph inputs and outputs keep their names, the others take
+        their layer's name (as hand-written nets name blobs)."""
+        if tensor in self.io_names:
+            blob = tensor
+        else:
+            blob, k = layer, 1
+            while blob in self.blob_names or blob in self.io_names:
+                k += 1
+                blob = f"{layer}_{k}"
+        self.blob_names.add(blob)
+        self.tensor_blob[tensor] = blob
+        return blob
 
     def layer_name(self, node, params: list[str] = ()) -> str:
         base = None
@@ -239,7 +260,7 @@ class _Converter:
                 base = p.rsplit("/", 1)[0]
                 break
         if base is None:
-            base = node.name.split(":")[0] if node.name else node.output[0]
+            base = _node_base(node)
         base = re.sub(r"[^A-Za-z0-9_.\-]+", "_", base).strip("_") or node.op_type.lower()
         name, k = base, 1
         while name in self.names:
@@ -254,16 +275,26 @@ class _Converter:
         pnames = [node.input[k] for k in range(1, len(node.input)) if node.input[k] in self.consts]
         name = name or self.layer_name(node, pnames)
         bots = [self.blob(b) for b in bottoms]
-        if ltype in IN_PLACE and len(bottoms) == 1 and self._only_consumer(bottoms[0], node) and bots[0] == bottoms[0]:
-            # an activation that alone reads its input runs in place, as hand-written nets do:
-            # the producer's top takes this node's output name
-            producer = next((l for l in reversed(self.layers) if l["top"] == [bots[0]] and l["type"] != "Input"), None)
-            if producer is not None:
-                producer["top"] = [top]
+        if ltype in IN_PLACE and len(bottoms) == 1 and self._only_consumer(bottoms[0], node) \
+                and not any(l["type"] == "Input" and bots[0] in l["top"] for l in self.layers) \
+                and any(bots[0] in l["top"] for l in self.layers):
+            # an activation that alone reads its input runs in place, as hand-written nets do
+            old_name = bots[0]
+            if top in self.io_names:   # a graph output: the in-place chain takes its name
                 for l in self.layers:
-                    l["bottom"] = [top if b == bots[0] else b for b in l.get("bottom", [])]
+                    l["top"] = [top if t == old_name else t for t in l["top"]]
+                    l["bottom"] = [top if b == old_name else b for b in l.get("bottom", [])]
+                for t, b in list(self.tensor_blob.items()):
+                    if b == old_name:
+                        self.tensor_blob[t] = top
+                self.tensor_blob[top] = top
                 bots = [top]
-        f = {"name": name, "type": ltype, "bottom": bots, "top": [top]}
+            else:
+                self.tensor_blob[top] = old_name
+            out = bots[0]
+        else:
+            out = self.name_blob(top, name)
+        f = {"name": name, "type": ltype, "bottom": bots, "top": [out]}
         f.update(fields or {})
         self.layers.append(f)
         for k, v in (params or {}).items():
@@ -309,7 +340,7 @@ class _Converter:
         # a graph output that is only an alias (an Identity at the end) still needs its name
         for o in self.outputs:
             if o in self.alias:
-                self.layers.append({"name": self.layer_name_str(o), "type": "Split", "bottom": [self.alias[o]],
+                self.layers.append({"name": self.layer_name_str(o), "type": "Split", "bottom": [self.blob(o)],
                                     "top": [o]})
             elif o in self.consts:
                 raise SpecError(f"graph output '{o}' is a constant; a netspec net computes its outputs",
@@ -453,12 +484,25 @@ class _Converter:
         if np.array_equal(d_caffe, d_onnx):
             self.add(n, "Pooling", [n.input[0]], n.output[0], f, mapped=mapped)
             return
+        ratio = d_caffe / d_onnx
+        cons = self.consumers.get(n.output[0], [])
+        if len(cons) == 1 and cons[0].op_type == "Mul" and n.output[0] not in self.outputs:
+            other = [i for i in cons[0].input if i != n.output[0]]
+            c = self.const(other[0]) if len(other) == 1 else None
+            if c is not None and c.size == ratio.size and np.allclose(c.reshape(ratio.shape) * ratio, 1.0, rtol=1e-6):
+                # netspec's own export: AveragePool over the whole window, then the map back to
+                # Caffe's divisors, which is this Pooling layer exactly
+                self.skip.add(list(self.model.graph.node).index(cons[0]))
+                self.add(n, "Pooling", [n.input[0]], cons[0].output[0], f, mapped=mapped)
+                self.report.mapped(self.where(cons[0]), "Mul", "Caffe's AVE divisors (the Pooling layer)")
+                return
         mid = n.output[0] + "_caffe_ave"
         name = self.add(n, "Pooling", [n.input[0]], mid, f, mapped=mapped)
         sname = self.layer_name_str(name + "_divisor")
-        self.layers.append({"name": sname, "type": "Scale", "bottom": [mid], "top": [n.output[0]], "axis": 2,
+        self.layers.append({"name": sname, "type": "Scale", "bottom": [self.blob(mid)],
+                            "top": [self.name_blob(n.output[0], sname)], "axis": 2,
                             "num_axes": 2})
-        self.weights[f"{sname}/scale"] = (d_caffe / d_onnx).astype(np.float32)
+        self.weights[f"{sname}/scale"] = ratio.astype(np.float32)
         self.report.note(self.where(n), f"ONNX divides by {'the whole window' if include else 'the cells inside the input'}, "
                                         f"Caffe by the window clipped to the padded input: layer '{sname}' "
                                         f"multiplies by the ratio", field="count_include_pad")
@@ -682,7 +726,8 @@ class _Converter:
                         if "momentum" in a else None)
         if not plain:
             sname = self.layer_name_str(name + "_scale")
-            self.layers.append({"name": sname, "type": "Scale", "bottom": [mid], "top": [n.output[0]],
+            self.layers.append({"name": sname, "type": "Scale", "bottom": [self.blob(mid)],
+                                "top": [self.name_blob(n.output[0], sname)],
                                 "bias_term": True})
             self.weights[f"{sname}/scale"] = gamma.astype(np.float32)
             self.weights[f"{sname}/bias"] = beta.astype(np.float32)
@@ -734,7 +779,22 @@ class _Converter:
         if last - first + 1 != 1:
             f["num_axes"] = last - first + 1
         if op == "Mul":
-            self.add(n, "Scale", [a_in], n.output[0], f, {"scale": p})
+            out, params = n.output[0], {"scale": p}
+            cons = self.consumers.get(out, [])
+            if len(cons) == 1 and cons[0].op_type == "Add" and out not in self.outputs:
+                other = [i for i in cons[0].input if i != out]
+                b = self.const(other[0]) if len(other) == 1 else None
+                if b is not None and b.ndim <= len(x):
+                    bf = (1,) * (len(x) - b.ndim) + b.shape
+                    if all(d == 1 for i, d in enumerate(bf) if not first <= i <= last) \
+                            and all(bf[i] in (1, x[i]) for i in range(first, last + 1)):
+                        # y = x s + b over the same axes: one Scale with its bias
+                        params["bias"] = np.broadcast_to(np.asarray(b, np.float64).reshape(bf[first:last + 1]),
+                                                         tuple(x[first:last + 1]))
+                        f["bias_term"] = True
+                        self.skip.add(list(self.model.graph.node).index(cons[0]))
+                        out = cons[0].output[0]
+            self.add(n, "Scale", [a_in], out, f, params)
         else:
             self.add(n, "Bias", [a_in], n.output[0], f, {"bias": p})
 
@@ -789,7 +849,8 @@ class _Converter:
         sizes = [self.shape(o, n)[axis] for o in n.output]
         points = list(np.cumsum(sizes)[:-1].astype(int).tolist())
         name = self.layer_name(n)
-        f = {"name": name, "type": "Slice", "bottom": [self.blob(n.input[0])], "top": list(n.output), "axis": axis,
+        tops = [self.name_blob(o, f"{name}_{k}") for k, o in enumerate(n.output)]
+        f = {"name": name, "type": "Slice", "bottom": [self.blob(n.input[0])], "top": tops, "axis": axis,
              "slice_point": points}
         self.layers.append(f)
         self.report.mapped(self.where(n), "Split", f"layer '{name}' (Slice)")
@@ -805,6 +866,65 @@ class _Converter:
             self.op_Identity(n, k)
             return
         self.add(n, "Tile", [n.input[0]], n.output[0], {"axis": axes[0], "tiles": int(r.reshape(-1)[axes[0]])})
+
+    def _reduce(self, n, op: str):
+        a = self.attrs(n)
+        x = self.shape(n.input[0], n)
+        axes = a.get("axes")
+        if axes is None and len(n.input) > 1 and n.input[1]:
+            c = self.const(n.input[1])
+            if c is None:
+                raise self.err(n, "its axes are computed by the graph")
+            axes = c.reshape(-1).tolist()
+        if axes is None:
+            if a.get("noop_with_empty_axes", 0):
+                self.op_Identity(n, 0)
+                return
+            axes = list(range(len(x)))
+        axes = sorted(int(v) + len(x) if v < 0 else int(v) for v in axes)
+        if a.get("keepdims", 1) or axes != list(range(axes[0], len(x))):
+            raise self.err(n, f"Reduction sums the trailing axes {axes[0]}.. away (keepdims=0); this node "
+                              f"reduces axes {axes} with keepdims={a.get('keepdims', 1)}")
+        self.add(n, "Reduction", [n.input[0]], n.output[0], {"operation": op, "axis": axes[0]},
+                 mapped={"axes": "axis", "keepdims": "keepdims"})
+
+    def op_ReduceSum(self, n, k):
+        self._reduce(n, "SUM")
+
+    def op_ReduceMean(self, n, k):
+        self._reduce(n, "MEAN")
+
+    def op_ReduceL1(self, n, k):
+        self._reduce(n, "ASUM")
+
+    def op_ReduceSumSquare(self, n, k):
+        self._reduce(n, "SUMSQ")
+
+    def op_Greater(self, n, k):
+        t = self.const(n.input[1])
+        cons = self.consumers.get(n.output[0], [])
+        cast = cons[0] if len(cons) == 1 and cons[0].op_type == "Cast" else None
+        if t is None or t.size != 1 or cast is None or n.output[0] in self.outputs \
+                or self.attrs(cast).get("to") != self.onnx.TensorProto.FLOAT:
+            raise self.err(n, "only a comparison with one constant, cast to float, has a netspec layer "
+                              "(Threshold)")
+        self.skip.add(list(self.model.graph.node).index(cast))
+        self.add(n, "Threshold", [n.input[0]], cast.output[0], {"threshold": float(t.reshape(-1)[0])})
+
+
+def _node_base(node) -> str:
+    """A layer name from a node's: netspec's ``<layer>:<op>``, PyTorch's ``/<module path>/<Op>``."""
+    name = node.name
+    if not name:
+        return node.output[0]
+    if ":" in name:
+        return name.split(":")[0]
+    parts = [p for p in name.split("/") if p]
+    if len(parts) > 1 and parts[-1].startswith(node.op_type):
+        parts = parts[:-1]
+    elif len(parts) == 1 and parts[0].startswith(node.op_type):
+        return parts[0].lower() if parts[0] == node.op_type else parts[0]
+    return "_".join(parts) or node.op_type.lower()
 
 
 def _one(v: list[int]):
