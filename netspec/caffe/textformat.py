@@ -189,11 +189,15 @@ class Entry:
     head: Comment | None = None                                 # after its '{', on that line
 
 
+MAX_DEPTH = 100
+
+
 class _Parser:
     def __init__(self, toks: list[Token], file: str):
         self.toks = toks
         self.i = 0
         self.file = file
+        self.depth = 0
 
     def peek(self) -> Token:
         return self.toks[self.i]
@@ -216,6 +220,18 @@ class _Parser:
 
     def block(self, opener: Token | None, owner: str | None) -> Block:
         close = {"{": "}", "<": ">"}.get(opener.text) if opener else None
+        if opener is not None:
+            self.depth += 1
+            if self.depth > MAX_DEPTH:   # protobuf's own text parser stops at 100 levels too
+                raise self.error(f"blocks nest more than {MAX_DEPTH} levels deep here (Caffe messages nest a few "
+                                 f"levels; an unclosed '{opener.text}' repeated?)", opener)
+        try:
+            return self._block(opener, owner, close)
+        finally:
+            if opener is not None:
+                self.depth -= 1
+
+    def _block(self, opener: Token | None, owner: str | None, close: str | None) -> Block:
         entries: list[Entry] = []
         while True:
             tok = self.peek()

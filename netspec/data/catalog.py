@@ -9,9 +9,11 @@ business.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -179,6 +181,7 @@ def _open_maybe_gz(path: Path):
     return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
 
 
+MAX_IDX_DIMS = 16
 IDX_TYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -187,6 +190,9 @@ def parse_idx_header(head: bytes, path: Path) -> tuple[str, tuple[int, ...], int
     if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in IDX_TYPES:
         raise DataError(f"'{path}' is not an IDX file (bad magic number {head[:4].hex()})")
     ndim = head[3]
+    if ndim > MAX_IDX_DIMS:
+        raise DataError(f"'{path}' is not a valid IDX file: its header declares {ndim} dimensions (at most "
+                        f"{MAX_IDX_DIMS} are read; images files have 3, labels files 1)")
     if len(head) < 4 + 4 * ndim:
         raise DataError(f"'{path}' is truncated: its IDX header ends early")
     dims = struct.unpack(">" + "I" * ndim, head[4:4 + 4 * ndim])
@@ -229,26 +235,49 @@ NPZ_DATA = ("data", "x", "X", "images", "x_train")
 NPZ_LABELS = ("label", "labels", "y", "y_train")
 
 
-def _probe_npz(path: Path) -> SourceInfo:
+# What a damaged zip or .npy member can raise while its headers and data are read.
+NPZ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, KeyError, RuntimeError,
+              NotImplementedError, zlib.error, struct.error, SyntaxError, TypeError, UnicodeDecodeError)
+MAX_DEFLATE_RATIO = 1100   # deflate inflates at most ~1032:1; a member claiming more lies about its size
+
+
+def npz_header(z: zipfile.ZipFile, member: str, path: Path) -> tuple[tuple[int, ...], str]:
+    """(shape, dtype) of one .npy member, refused when it declares more data than the member
+    holds (so loading it cannot allocate more than the file justifies)."""
     import numpy as np
 
+    info = z.getinfo(member)
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > MAX_DEFLATE_RATIO * info.compress_size + (1 << 16):
+        raise DataError(f"'{path}' is corrupt: its member {member} claims {info.file_size} bytes from "
+                        f"{info.compress_size} compressed ones, more than any compression gives")
+    with z.open(member) as f:
+        version = np.lib.format.read_magic(f)
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)   # 2.0 and 3.0 share the layout
+        shape, _, dtype = read(f)
+        start = f.tell()
+    declared = dtype.itemsize * math.prod(shape)
+    if declared > info.file_size - start:
+        raise DataError(f"'{path}' is truncated or corrupt: array '{member[:-4]}' declares shape {list(shape)} of "
+                        f"{dtype} ({declared} bytes), but its member holds {max(0, info.file_size - start)}")
+    return tuple(shape), dtype.str
+
+
+def _probe_npz(path: Path) -> SourceInfo:
     try:
         with zipfile.ZipFile(path) as z:
             headers = {}
             for name in z.namelist():
                 if not name.endswith(".npy"):
                     continue
-                with z.open(name) as f:
-                    version = np.lib.format.read_magic(f)
-                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                            else np.lib.format.read_array_header_2_0)   # 2.0 and 3.0 share the layout
-                    shape, _, _ = read(f)
-                headers[name[:-4]] = shape
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
+                headers[name[:-4]], _ = npz_header(z, name, path)
+    except NPZ_ERRORS as e:
         raise DataError(f"'{path}' is not a readable NPZ file: {e}") from None
     for key in NPZ_DATA:
         if key in headers:
             shape = headers[key]
+            if not shape:
+                raise DataError(f"'{path}': array '{key}' holds a scalar, not records")
             sample = _sample(shape[1:]) if len(shape) > 1 else (1,)
             return SourceInfo(sample, (), shape[0], None, {"arrays": headers})
     raise DataError(f"'{path}' has no array named {', '.join(NPZ_DATA)} "
@@ -261,6 +290,31 @@ def _import_h5py():
     except ImportError:
         raise DataError("reading HDF5 needs h5py: pip install h5py (or give 'shape' in the layer)") from None
     return h5py
+
+
+# What h5py raises for a damaged file (a bad B-tree is a RuntimeError, a bad link a KeyError).
+H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError)
+
+
+def h5_array(f, name: str, path: Path):
+    """Dataset ``name`` of an open HDF5 file as an array, after checking that it is numeric and
+    that the file stores enough bytes for what its shape declares: an unwritten (or hostile)
+    dataset can declare terabytes in a file of a few kilobytes."""
+    import numpy as np
+
+    import h5py
+
+    d = f[name]
+    if not isinstance(d, h5py.Dataset):
+        raise DataError(f"'{path}': '{name}' is a group, not a dataset")
+    if d.dtype.kind not in "biuf":
+        raise DataError(f"'{path}': dataset '{name}' holds {d.dtype} values; netspec reads numbers")
+    declared = math.prod(d.shape) * d.dtype.itemsize
+    stored = d.id.get_storage_size()
+    if declared > (1 << 20) and declared > MAX_DEFLATE_RATIO * stored:
+        raise DataError(f"'{path}': dataset '{name}' declares shape {list(d.shape)} ({declared} bytes) but the file "
+                        f"stores {stored} bytes of it (unwritten, or a corrupt header)")
+    return np.asarray(d[()])
 
 
 def read_hdf5_list(path: Path, source: str) -> list[Path]:
@@ -286,7 +340,7 @@ def probe_hdf5(source: str, base_dir: Path | None, datasets: list[str]) -> dict[
                                     f"HDF5Data tops are named after datasets")
                 out[name] = tuple(f[name].shape[1:])
             return out
-    except OSError as e:
+    except H5_ERRORS as e:
         raise DataError(f"cannot read HDF5 file '{first}': {e}") from None
 
 
@@ -299,7 +353,7 @@ def _probe_hdf5_file(path: Path) -> SourceInfo:
                     shape = f[key].shape
                     return SourceInfo(_sample(shape[1:]) if len(shape) > 1 else (1,), (), shape[0], None)
             names = ", ".join(f.keys())
-    except OSError as e:
+    except H5_ERRORS as e:
         raise DataError(f"cannot read HDF5 file '{path}': {e}") from None
     raise DataError(f"'{path}' has no dataset named {', '.join(NPZ_DATA)} (it has: {names or 'none'})")
 

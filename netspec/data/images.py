@@ -64,16 +64,39 @@ def parse_list(path: Path, root: Path) -> list[tuple[Path, int, int]]:
     return out
 
 
+# Pillow's decoders raise many kinds of exception for a damaged file (SyntaxError, struct.error,
+# IndexError, ...); every one of them means "this image cannot be read", said with its path.
+MAX_DEFLATE_RATIO = 1100   # no image codec packs pixels tighter than deflate's ~1032:1 on flat areas
+
+
 def _open(path: Path, where: str | None):
-    from PIL import Image, UnidentifiedImageError
+    import warnings
+
+    from PIL import Image
 
     at = f" ({where})" if where else ""
     try:
-        return Image.open(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
     except FileNotFoundError:
         raise DataError(f"image '{path}'{at} does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except (Exception, Image.DecompressionBombWarning) as e:  # noqa: BLE001 - see above
         raise DataError(f"cannot read image '{path}'{at}: {e}") from None
+    # refuse a header that declares more pixels than the file's bytes can encode, before the
+    # pixels are allocated (a 100-byte PNG can declare 60000 x 60000)
+    try:
+        w, h = im.size
+        raw = w * h * max(1, len(im.getbands()))
+        size = path.stat().st_size
+    except Exception as e:  # noqa: BLE001
+        im.close()
+        raise DataError(f"cannot read image '{path}'{at}: {e}") from None
+    if raw > MAX_DEFLATE_RATIO * size + (1 << 20) or w <= 0 or h <= 0:
+        im.close()
+        raise DataError(f"image '{path}'{at} declares {w}x{h} pixels, which its {size} bytes cannot hold: the file "
+                        f"is truncated or corrupt")
+    return im
 
 
 def image_header(path: Path, where: str | None = None) -> tuple[str, tuple[int, int]]:
@@ -95,7 +118,7 @@ def decode(path: Path, channels: int, size: tuple[int, int] | None = None, bgr: 
             if size is not None and (im.height, im.width) != tuple(size):
                 im = im.resize((size[1], size[0]), Image.BILINEAR)
             a = np.asarray(im, dtype=np.uint8)
-        except (OSError, ValueError, SyntaxError) as e:
+        except Exception as e:  # noqa: BLE001 - Pillow's decoders raise many kinds (see _open)
             raise DataError(f"cannot decode image '{path}'{at}: {e}") from None
     if a.ndim == 2:
         return a[None]

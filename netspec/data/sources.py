@@ -11,8 +11,11 @@ each must be a class index below the class count where the source knows it.
 from __future__ import annotations
 
 import io
+import math
+import zlib
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -253,26 +256,49 @@ def _compact(a: np.ndarray) -> np.ndarray:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (gzipped or not) as an array; a DataError names a truncated record."""
+    """An IDX file (gzipped or not) as an array; a DataError names a truncated record.
+
+    The header is read first and the data only up to what it declares (plus one byte, to see
+    trailing garbage), so neither a header declaring billions of records nor a gzip member
+    that inflates without end makes netspec allocate more than the file really holds."""
     try:
         with _open_maybe_gz(path) as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
+            head = f.read(4)
+            if len(head) == 4 and head[0] == 0 and head[1] == 0 and head[3] <= catalog.MAX_IDX_DIMS:
+                head += f.read(4 * head[3])
+            dtype, dims, start = catalog.parse_idx_header(head, path)
+            item = np.dtype(dtype).itemsize
+            record = item * math.prod(dims[1:])
+            n = dims[0] if dims else 0
+            if n and not record:
+                raise DataError(f"'{path}' is not a valid IDX file: its header declares {n} records of 0 bytes "
+                                f"(dimensions {list(dims)})")
+            raw = _read_at_most(f, n * record + 1)
+    except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"cannot read '{path}': {e} (a damaged or incomplete download?)") from None
-    dtype, dims, start = catalog.parse_idx_header(raw[:4 + 4 * raw[3]] if len(raw) >= 4 else raw, path)
-    item = np.dtype(dtype).itemsize
-    record = item * int(np.prod(dims[1:], dtype=np.int64)) if len(dims) > 1 else item
-    n = dims[0] if dims else 0
-    have = len(raw) - start
+    have = len(raw)
     if have < n * record:
-        k = have // record
+        k = have // record if record else 0
         raise DataError(f"'{path}' is truncated: its header promises {n} records of {record} bytes, but the data "
                         f"ends inside record {k} (counting from 0); download it again")
     if have > n * record:
-        raise DataError(f"'{path}' has {have - n * record} bytes after its last record ({n} promised by its "
-                        f"header): not a valid IDX file")
-    a = np.frombuffer(raw, dtype=dtype, count=n * record // item, offset=start).reshape(dims)
+        raise DataError(f"'{path}' has bytes after its last record ({n} promised by its header): not a valid IDX "
+                        f"file")
+    a = np.frombuffer(raw, dtype=dtype, count=n * record // item).reshape(dims)
     return a.astype(a.dtype.newbyteorder("="), copy=False) if a.dtype.byteorder == ">" else a
+
+
+def _read_at_most(f, limit: int, chunk: int = 1 << 20) -> bytes:
+    """Up to ``limit`` bytes of ``f``, read in chunks: ``f.read(limit)`` would allocate all
+    ``limit`` bytes at once even when the file is short."""
+    parts, got = [], 0
+    while got < limit:
+        b = f.read(min(chunk, limit - got))
+        if not b:
+            break
+        parts.append(b)
+        got += len(b)
+    return b"".join(parts)
 
 
 def _load_idx(path: Path, opts: Options):
@@ -287,19 +313,23 @@ def _load_idx(path: Path, opts: Options):
 
 
 def _load_npz(path: Path, opts: Options):
-    import zipfile
-
     try:
         with np.load(path, allow_pickle=False) as z:
             names = list(z.files)
             xk = next((k for k in NPZ_DATA if k in names), None)
             if xk is None:
                 raise DataError(f"'{path}' has no array named {', '.join(NPZ_DATA)} (it has: {', '.join(names)})")
-            x = _records(np.asarray(z[xk]))
             yk = next((k for k in NPZ_LABELS if k in names), None)
+            for k in (xk, yk):
+                if k is not None:   # refuse a header declaring more than the member holds, before loading
+                    catalog.npz_header(z.zip, k + ".npy" if k + ".npy" in z.zip.namelist() else k, path)
+            x = np.asarray(z[xk])
             y = np.asarray(z[yk]) if yk else None
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+    except catalog.NPZ_ERRORS as e:
         raise DataError(f"'{path}' is not a readable NPZ file: {e}") from None
+    if x.ndim == 0:
+        raise DataError(f"'{path}': array '{xk}' holds a scalar, not records")
+    x = _records(x)
     if y is None:
         return [x], None, None
     return [x, _labels_1d(y, x.shape[0], path)], None, None
@@ -317,12 +347,17 @@ def _load_hdf5_file(path: Path, opts: Options):
     h5py = catalog._import_h5py()
     try:
         with h5py.File(path, "r") as f:
-            xk = next(k for k in NPZ_DATA if k in f)
-            x = _records(np.asarray(f[xk]))
+            xk = next((k for k in NPZ_DATA if k in f), None)
+            if xk is None:
+                raise DataError(f"'{path}' has no dataset named {', '.join(NPZ_DATA)}")
+            x = catalog.h5_array(f, xk, path)
             yk = next((k for k in NPZ_LABELS if k in f), None)
-            y = np.asarray(f[yk]) if yk else None
-    except OSError as e:
+            y = catalog.h5_array(f, yk, path) if yk else None
+    except catalog.H5_ERRORS as e:
         raise DataError(f"cannot read HDF5 file '{path}': {e}") from None
+    if x.ndim == 0:
+        raise DataError(f"'{path}': dataset '{xk}' holds a scalar, not records")
+    x = _records(x)
     if y is None:
         return [x], None, None
     return [x, _labels_1d(y, x.shape[0], path)], None, None
@@ -337,16 +372,22 @@ def read_csv(path: Path, label_column: int | str | None = -1):
     header, ncols, first = catalog.csv_layout(path)
     lab = catalog.csv_label_index(label_column, header, ncols, path)
     try:
-        with _csv_text(path) as f:
+        with _csv_text(path) as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)   # "no data": said below as a DataError
             a = np.loadtxt(f, delimiter=",", dtype=np.float64, skiprows=first - 1, ndmin=2, comments="#")
     except (ValueError, IndexError) as e:
         _raise_bad_csv_line(path, first, ncols)
         raise DataError(f"cannot read '{path}' as a numeric CSV file: {e}") from None
     except (OSError, EOFError) as e:
         raise DataError(f"cannot read '{path}': {e}") from None
+    lines = _csv_lines(path, first)
+    if a.shape[0] != len(lines) or not len(lines):
+        raise DataError(f"'{path}' holds no records" if not len(lines) else
+                        f"cannot read '{path}' as a numeric CSV file: {len(lines)} record lines give {a.shape[0]} rows")
     if a.shape[1] != ncols:
         _raise_bad_csv_line(path, first, ncols)
-    lines = _csv_lines(path, first)
+        raise DataError(f"'{path}': expected {ncols} comma-separated values per record (as on line {first}), got "
+                        f"{a.shape[1]}")
     if lab is None:
         return a, None, lines, header
     y = a[:, lab]
@@ -483,8 +524,8 @@ def open_hdf5_list(source: str, base_dir: Path | None, datasets: Sequence[str]) 
                         if name not in f:
                             raise DataError(f"'{path}' (listed in '{listed}') has no dataset '{name}' (it has: "
                                             f"{', '.join(f.keys())}); HDF5Data tops are named after datasets")
-                        arrays.append(np.asarray(f[name]))
-            except OSError as e:
+                        arrays.append(catalog.h5_array(f, name, path))
+            except catalog.H5_ERRORS as e:
                 raise DataError(f"cannot read HDF5 file '{path}' (listed in '{listed}'): {e}") from None
             n = {a.shape[0] for a in arrays}
             if len(n) != 1:

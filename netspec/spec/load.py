@@ -96,8 +96,12 @@ def load_text(text: str, file: str = "<string>", base_dir: Path | None = None, j
             json.loads(text)
         except json.JSONDecodeError as e:
             raise _json_error(e, text, file) from None
+        except RecursionError:
+            raise SpecError("JSON syntax error: the brackets nest too deeply (more than Python can read; net "
+                            "files nest a few levels)", file=file, line=1) from None
     if not text.strip():
         raise SpecError("the file is empty", file=file, line=1)
+    _check_nesting(text, file)
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -105,6 +109,9 @@ def load_text(text: str, file: str = "<string>", base_dir: Path | None = None, j
             raise SpecError("the file holds no data (only comments?)", file=file, line=1)
         lines: dict[Path_, int] = {}
         data = _construct(loader, node, (), lines, file)
+    except RecursionError:
+        raise SpecError(f"the brackets or indented blocks nest too deeply (more than Python can read; net files "
+                        f"nest a few levels)", file=file, line=1) from None
     except yaml.MarkedYAMLError as e:
         raise _yaml_error(e, file, text) from None
     except yaml.YAMLError as e:  # unmarked errors are rare; still no traceback
@@ -112,6 +119,32 @@ def load_text(text: str, file: str = "<string>", base_dir: Path | None = None, j
     finally:
         loader.dispose()
     return Doc(data=data, lines=lines, file=file, base_dir=base_dir)
+
+
+def _check_nesting(text: str, file: str) -> None:
+    """Refuse brackets nested deeper than MAX_DEPTH before PyYAML sees them: its scanner takes
+    time quadratic in the depth (thousands of '[' take minutes) before any error could be raised."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return
+    depth = 0
+    for ln, row in enumerate(text.split("\n")):
+        quote = None
+        for col, ch in enumerate(row):
+            if quote:
+                if ch == quote:
+                    quote = None
+            elif ch in "\"'" and (col == 0 or row[col - 1] in " \t[{,:"):
+                quote = ch
+            elif ch == "#" and (col == 0 or row[col - 1] in " \t"):
+                break
+            elif ch in "[{":
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise SpecError(f"brackets nest more than {MAX_DEPTH} levels deep here (net files nest a "
+                                    f"few levels; an unclosed '{ch}' repeated?)", file=file, line=ln + 1,
+                                    column=col + 1)
+            elif ch in "]}" and depth:
+                depth -= 1
 
 
 def _json_error(e: json.JSONDecodeError, text: str, file: str) -> SpecError:
@@ -130,11 +163,26 @@ def _json_error(e: json.JSONDecodeError, text: str, file: str) -> SpecError:
     return SpecError(f"JSON syntax error: {msg}", file=file, line=e.lineno, column=e.colno)
 
 
+# A net file a person writes has a few thousand values nested a few levels deep.  Aliases can
+# make a short file expand to billions of values (each alias copies its anchor's whole tree),
+# and brackets can nest deeper than Python's stack; both are refused with the line they reach.
+MAX_VALUES = 200_000
+MAX_DEPTH = 100
+
+
 _PLAIN_TAGS = {yaml.MappingNode: "tag:yaml.org,2002:map", yaml.SequenceNode: "tag:yaml.org,2002:seq"}
 
 
 def _construct(loader: _Loader, node: yaml.Node, path: Path_, lines: dict, file: str) -> Any:
     lines.setdefault(path, node.start_mark.line + 1)
+    count = loader.__dict__["_values"] = loader.__dict__.get("_values", 0) + 1
+    if count > MAX_VALUES:
+        raise SpecError(f"the file expands to more than {MAX_VALUES:,} values (aliases '*name' that copy large "
+                        f"anchored blocks many times over?)", file=file, line=node.start_mark.line + 1,
+                        column=node.start_mark.column + 1)
+    if len(path) > MAX_DEPTH:
+        raise SpecError(f"values nest more than {MAX_DEPTH} levels deep (a recursive alias, or brackets that are "
+                        f"never closed?)", file=file, line=node.start_mark.line + 1, column=node.start_mark.column + 1)
     plain = _PLAIN_TAGS.get(type(node))
     if plain is not None and node.tag != plain:
         # scalars with a foreign tag fail in construct_object; collections are built here,
