@@ -218,6 +218,15 @@ def test_fixed_batch_and_opset():
         export_model(net, w, opset=9)
 
 
+@pytest.mark.parametrize("opset", [18, 21])
+def test_newer_opsets_axes_as_inputs(opset):
+    net = net_of(LAYER_NETS["reduction_mvn"])
+    w = random_weights(deploy_plan(net))
+    e = export_model(net, w, opset=opset)
+    assert check_parity(e, w).max_abs <= ABS
+    assert any(n.op_type == "ReduceMean" and len(n.input) == 2 for n in e.model.graph.node)
+
+
 def test_no_exact_equivalent_names_the_layer():
     net = net_of("  - {name: am, type: ArgMax, axis: 1}\n")
     with pytest.raises(GraphError) as ei:

@@ -883,8 +883,9 @@ class _Converter:
             axes = list(range(len(x)))
         axes = sorted(int(v) + len(x) if v < 0 else int(v) for v in axes)
         if a.get("keepdims", 1) or axes != list(range(axes[0], len(x))):
-            raise self.err(n, f"Reduction sums the trailing axes {axes[0]}.. away (keepdims=0); this node "
-                              f"reduces axes {axes} with keepdims={a.get('keepdims', 1)}")
+            raise self.err(n, f"netspec's Reduction removes every axis from one axis on (keepdims=0); this "
+                              f"node reduces axes {axes} of {list(x)}"
+                              + (" and keeps them (keepdims=1)" if a.get("keepdims", 1) else ""))
         self.add(n, "Reduction", [n.input[0]], n.output[0], {"operation": op, "axis": axes[0]},
                  mapped={"axes": "axis", "keepdims": "keepdims"})
 
