@@ -42,7 +42,7 @@ TEXT_TYPES = {".log": "text/plain; charset=utf-8", ".jsonl": "text/plain; charse
               ".json": "application/json", ".yaml": "text/plain; charset=utf-8",
               ".txt": "text/plain; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
 MEDIA = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-         ".css": "text/css; charset=utf-8", ".LICENSE": "text/plain; charset=utf-8"}
+         ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".LICENSE": "text/plain; charset=utf-8"}
 SECURITY = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
             "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'"}
 
@@ -106,8 +106,12 @@ def _draw(state: Path, phase: str) -> tuple[int, bytes | str]:
     from netspec.errors import NetspecError
     from netspec.graph.draw import to_dot
 
+    # relative data sources in the stored net are relative to the net file's folder, as in training;
+    # planning reads their headers for the shapes (the dashboard never serves those files)
+    net_file = info["solver"].get("net") if isinstance(info["solver"], dict) else None
+    base = Path(net_file).parent if isinstance(net_file, str) and os.path.isabs(net_file) else state.parent
     try:
-        net = api.load_net_text(json.dumps(spec), file=f"{state.name} (stored net)")
+        net = api.load_net_text(json.dumps(spec), file=f"{state.name} (stored net)", base_dir=base)
         plan = api.compile_net(net, phase, st.get("level"), st.get("stage") or None)
         dot = to_dot(plan)
     except NetspecError as e:

@@ -139,11 +139,13 @@ class Tracker:
 
     A point is ``[chart, label, iteration, value]``; the charts are ``loss``, ``accuracy``,
     ``other`` (outputs named neither), ``lr`` and ``throughput`` (iterations per second between
-    two displays of the train loss, from the run's own clock ``seconds``)."""
+    two displays of the train loss, from the run's own clock ``seconds``; an interval in which
+    the test nets ran is left out, as its time is not training speed)."""
 
     def __init__(self, last_iter: int | None = None, last_seconds: float | None = None):
         self.last_iter = last_iter
         self.last_seconds = last_seconds
+        self.tested = False      # a test since the last display: its time is not training speed
 
     def points(self, records: list[dict]) -> list[list]:
         out: list[list] = []
@@ -152,6 +154,8 @@ class Tracker:
             if not isinstance(it, int) or isinstance(it, bool) or not isinstance(name, str):
                 continue
             phase = rec.get("phase", "TRAIN")
+            if phase == "TEST":
+                self.tested = True
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                 if phase == "TRAIN":
                     label = "train loss (smoothed)" if name == "smoothed_loss" else f"train {name}"
@@ -164,30 +168,37 @@ class Tracker:
                     out.append(["lr", "learning rate", it, float(lr)])
                 sec = rec.get("seconds")
                 if isinstance(sec, (int, float)):
-                    if self.last_iter is not None and it > self.last_iter and sec > self.last_seconds:
+                    if self.last_iter is not None and it > self.last_iter and sec > self.last_seconds \
+                            and not self.tested:
                         out.append(["throughput", "iterations/s", it,
                                     round((it - self.last_iter) / (sec - self.last_seconds), 3)])
-                    self.last_iter, self.last_seconds = it, float(sec)
+                    self.last_iter, self.last_seconds, self.tested = it, float(sec), False
         return out
 
     # the polling cursor carries the tracker, so a client that polls gets the same points
     def cursor(self, offset: int) -> str:
         if self.last_iter is None:
             return str(offset)
-        return f"{offset}.{self.last_iter}.{self.last_seconds!r}"
+        return f"{offset}_{self.last_iter}_{int(self.tested)}_{self.last_seconds!r}"
 
     @staticmethod
     def from_cursor(text: str | None) -> tuple[int, "Tracker"]:
+        """A cursor from ``cursor()``; anything else starts from the beginning of the log."""
         if not text:
             return 0, Tracker()
-        parts = text.split(".", 2)
+        parts = text.split("_", 3)
         try:
             offset = max(0, int(parts[0]))
-            if len(parts) == 3:
-                return offset, Tracker(int(parts[1]), float(parts[2]))
-            return offset, Tracker()
+            if len(parts) == 4:
+                t = Tracker(int(parts[1]), float(parts[3]))
+                t.tested = parts[2] == "1"
+                if math.isfinite(t.last_seconds):
+                    return offset, t
+            elif len(parts) == 1:
+                return offset, Tracker()
         except ValueError:
-            return 0, Tracker()
+            pass
+        return 0, Tracker()
 
 
 # ---- train.log: how the run stands, where its snapshots went -------------------------------
@@ -280,14 +291,17 @@ def snapshots(run: Run) -> list[dict]:
 
 
 def elsewhere(run: Run) -> list[str]:
-    """Snapshot paths the log names outside the run folder (shown, never read)."""
+    """Snapshot paths the log names outside the run folder (shown, never read).  A file of the
+    same name inside the folder is that snapshot, in a run folder moved since it was written."""
+    here = {Path(s["file"]).name for s in snapshots(run)}
     out = []
     for p in log_facts(run)["snapshots_logged"]:
         rp = Path(os.path.realpath(p))
         try:
             rp.relative_to(run.path)
         except ValueError:
-            out.append(p)
+            if rp.name not in here and p not in out:
+                out.append(p)
     return out
 
 

@@ -13,7 +13,7 @@ const state = {
   focus: null,
   plots: {},            // chart -> {u, key}
   dirty: new Set(),
-  firstList: true,
+  touched: false,       // the user ticked or unticked a run
 };
 window.netspecDashboard = state;   // for a look from the browser's console
 
@@ -73,8 +73,8 @@ async function refreshList() {
     if (run.selected && run.ended && info.status === "running" && was !== "running") follow(run);
   }
   state.order = data.runs.map(r => r.id);
-  if (state.firstList && state.order.length) {
-    state.firstList = false;
+  // until the user picks, the newest run is followed (also one that appears after the page opened)
+  if (!state.touched && state.order.length && ![...state.runs.values()].some(r => r.selected)) {
     const first = state.runs.get(state.order[0]);
     setSelected(first, true);
     setFocus(first.info.id);
@@ -91,7 +91,7 @@ function drawList() {
     const run = state.runs.get(id), info = run.info;
     const box = el("input", {type: "checkbox", title: "overlay this run's curves"});
     box.checked = run.selected;
-    box.addEventListener("click", ev => { ev.stopPropagation(); setSelected(run, box.checked); });
+    box.addEventListener("click", ev => { ev.stopPropagation(); state.touched = true; setSelected(run, box.checked); });
     const swatch = el("span", {class: "swatch"});
     swatch.style.background = run.colour;
     const latest = info.latest || {};
@@ -104,7 +104,7 @@ function drawList() {
                   box, swatch, el("span", {class: "name", text: info.name}), " ",
                   el("span", {class: `badge ${info.status}`, text: info.status}),
                   el("div", {class: "facts", text: facts.join(" · ")}));
-    li.addEventListener("click", () => { if (!run.selected) setSelected(run, true); setFocus(id); });
+    li.addEventListener("click", () => { state.touched = true; if (!run.selected) setSelected(run, true); setFocus(id); });
     ul.append(li);
   }
 }
@@ -189,7 +189,9 @@ function redraw(chart) {
     return {
       label: multi ? `${s.run.info.name}: ${s.label}` : s.label,
       stroke: s.run.colour, width: test ? 2 : (raw ? 1 : 1.5), dash: test ? [6, 4] : undefined,
-      alpha: raw ? 0.45 : 1, spanGaps: true, points: {show: test, size: 5},
+      alpha: raw ? 0.5 : 1, spanGaps: true, points: {show: test, size: 5},
+      // the raw train loss is noisy beside its smoothed twin: shown by a click on its legend entry
+      show: !(raw && list.some(o => o.run === s.run && o.label === "train loss (smoothed)")),
       value: (u, v) => fmt(v),
     };
   }));
