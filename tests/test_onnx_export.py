@@ -4,8 +4,6 @@ small net of its own, and layers with no exact ONNX equivalent are located error
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -279,3 +277,20 @@ def test_cli_export_errors_are_one_paragraph(tmp_path):
     assert not (tmp_path / "m.onnx").exists()
     r = CliRunner().invoke(cli, ["export", str(bad), "--weights", str(w), "-o", "m.onnx", "--batch", "zero"])
     assert r.exit_code == 2 and "dynamic" in r.output
+
+
+def test_missing_extra_says_how_to_install(monkeypatch):
+    import importlib
+
+    from netspec.onnx import require
+
+    real = importlib.import_module
+
+    def fake(name, *a, **k):
+        if name == "onnxruntime":
+            raise ImportError(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(importlib, "import_module", fake)
+    with pytest.raises(NetspecError, match=r"'onnxruntime' package.*pip install -e \"\.\[onnx\]\""):
+        require("onnxruntime", "the parity check")

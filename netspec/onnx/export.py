@@ -221,10 +221,14 @@ class _Builder:
         if (ax + nd if ax < 0 else ax) != 1:
             raise self.error("ONNX convolutions take channels on axis 1", what)
 
+    def _conv_params(self, lp) -> list[str]:
+        has_bias = "bias" in lp.layer.param_shapes(lp.bottom_shapes)
+        return [self.param("weight")] + ([self.param("bias")] if has_bias else [])
+
     def l_Convolution(self, lp, ins, outs):
         self._channel_axis(lp)
         _, _, k, pad, stride, dil = lp.layer.geometry(lp.bottom_shapes[0])
-        args = [self.param("weight")] + ([self.param("bias")] if "bias" in lp.layer.param_shapes(lp.bottom_shapes) else [])
+        args = self._conv_params(lp)
         for x, o in zip(ins, outs):
             self.node("Conv", [x] + args, [o], kernel_shape=k, pads=pad + pad, strides=stride, dilations=dil,
                       group=int(lp.spec.get("group", 1)))
@@ -232,7 +236,7 @@ class _Builder:
     def l_Deconvolution(self, lp, ins, outs):
         self._channel_axis(lp)
         _, _, k, pad, stride, dil = lp.layer.geometry(lp.bottom_shapes[0])
-        args = [self.param("weight")] + ([self.param("bias")] if "bias" in lp.layer.param_shapes(lp.bottom_shapes) else [])
+        args = self._conv_params(lp)
         for x, o in zip(ins, outs):
             self.node("ConvTranspose", [x] + args, [o], kernel_shape=k, pads=pad + pad, strides=stride,
                       dilations=dil, group=int(lp.spec.get("group", 1)))
@@ -398,7 +402,8 @@ class _Builder:
 
     def l_LRN(self, lp, ins, outs):
         size = int(lp.spec.get("local_size", 5))
-        alpha, beta, k = float(lp.spec.get("alpha", 1.0)), float(lp.spec.get("beta", 0.75)), float(lp.spec.get("k", 1.0))
+        alpha, beta = float(lp.spec.get("alpha", 1.0)), float(lp.spec.get("beta", 0.75))
+        k = float(lp.spec.get("k", 1.0))
         if lp.spec.get("norm_region", "ACROSS_CHANNELS") == "ACROSS_CHANNELS":
             # both divide alpha by the window size and centre an odd window on the channel
             self.node("LRN", ins, outs, size=size, alpha=alpha, beta=beta, bias=k)
@@ -552,8 +557,9 @@ class _Builder:
         if not axes:
             raise self.error(f"it normalizes over no axes for input {list(shape)}")
         x = ins[0]
-        xc = self.node("Sub", [x, self._reduce_mean(x, axes)], None if lp.spec.get("normalize_variance", True) else outs)
-        if not lp.spec.get("normalize_variance", True):
+        scaled = lp.spec.get("normalize_variance", True)
+        xc = self.node("Sub", [x, self._reduce_mean(x, axes)], None if scaled else outs)
+        if not scaled:
             return
         var = self._reduce_mean(self.node("Mul", [xc, xc]), axes)
         # Caffe adds eps to the standard deviation, not to the variance

@@ -22,10 +22,9 @@ keeps its layer names (from its ``<layer>/<param>`` initializers and ``<layer>:<
 
 from __future__ import annotations
 
-import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ import numpy as np
 
 from netspec.caffe.emit import Item, net_document
 from netspec.caffe.report import Report
-from netspec.errors import ErrorList, NetspecError, SpecError, raise_all
+from netspec.errors import NetspecError, SpecError, raise_all
 from netspec.onnx import require
 
 ELEMENTWISE = {"Relu": ("ReLU", {}), "Sigmoid": ("Sigmoid", {}), "Tanh": ("TanH", {}), "Abs": ("AbsVal", {}),
@@ -49,10 +48,6 @@ class ConvertedOnnx:
     net: Any                           # the loaded NetSpec
     weights: dict[str, np.ndarray]
     report: Report
-
-
-class _Unsupported(Exception):
-    pass
 
 
 def read_model(path: str | os.PathLike):
@@ -451,7 +446,8 @@ class _Converter:
         # and the count of windows decides CEIL or FLOOR
         mode = None
         for m in ("CEIL", "FLOOR"):
-            if all(_caffe_pooled(d, kk, pb, s, m == "CEIL") == o for d, kk, pb, s, o in zip(x[2:], kern, begin, stride, out)):
+            axes = zip(x[2:], kern, begin, stride, out)
+            if all(_caffe_pooled(d, kk, pb, s, m == "CEIL") == o for d, kk, pb, s, o in axes):
                 mode = m
                 break
         if mode is None:
@@ -503,7 +499,8 @@ class _Converter:
                             "top": [self.name_blob(n.output[0], sname)], "axis": 2,
                             "num_axes": 2})
         self.weights[f"{sname}/scale"] = ratio.astype(np.float32)
-        self.report.note(self.where(n), f"ONNX divides by {'the whole window' if include else 'the cells inside the input'}, "
+        by = "the whole window" if include else "the cells inside the input"
+        self.report.note(self.where(n), f"ONNX divides by {by}, "
                                         f"Caffe by the window clipped to the padded input: layer '{sname}' "
                                         f"multiplies by the ratio", field="count_include_pad")
 
