@@ -46,7 +46,9 @@ class Prefetcher:
                 break
             except queue.Empty:
                 if not self.thread.is_alive() and self.full.empty():
-                    self.error = RuntimeError("the data prefetch thread stopped without a batch")
+                    from netspec.errors import DataError
+
+                    self.error = DataError("the data prefetch thread stopped without a batch")
                     raise self.error from None
         slot, payload = item
         if slot is None:

@@ -500,7 +500,7 @@ def _open_images(path: Path, kind: str, base_dir: Path | None, opts: Options) ->
         num_classes, names = len(classes), classes
     else:
         root = resolve_path(opts.root_folder, base_dir) if opts.root_folder else path.parent
-        items = [(p, lab, f"line {ln} of '{path}'") for p, lab, ln in parse_list(path, root)]
+        items = [(p, lab, f"record {i}, line {ln} of '{path}'") for i, (p, lab, ln) in enumerate(parse_list(path, root))]
         num_classes, names = None, None
     mode, (w, h) = image_header(items[0][0], items[0][2])
     channels = opts.channels or catalog.mode_channels(mode)

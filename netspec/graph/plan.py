@@ -103,6 +103,7 @@ def plan(net: NetSpec, input_shapes: dict[str, Shape] | None = None) -> Plan:
     all_tops: dict[str, list[LayerSpec]] = {}          # every producer of each blob, in file order
     shapes: dict[str, Shape | None] = {}
     available: dict[str, None] = {}                    # blobs not yet consumed (ordered)
+    origins: dict[str, tuple[LayerSpec, int]] = {}     # blob -> the layer whose top made its shape
     layers: list[LayerPlan] = []
     for l in net.layers:
         for t in l.get("top", []):
@@ -190,10 +191,17 @@ def plan(net: NetSpec, input_shapes: dict[str, Shape] | None = None) -> Plan:
             except NetspecError as e:
                 if e.file is None:
                     e = spec.error(type(e), e.message, field=e.field, hint=e.hint)
+                if isinstance(e, ShapeError):
+                    e.message += _made_where(spec, bottoms, bshapes, origins)
                 errors.append(e)
             except (ValueError, TypeError, ZeroDivisionError, IndexError, KeyError) as e:
-                errors.append(spec.error(ShapeError, f"cannot infer the output shape: {e}"))
+                errors.append(spec.error(ShapeError, f"cannot infer the output shape: {e}"
+                                         + _made_where(spec, bottoms, bshapes, origins)))
         for j, t in enumerate(tops):
+            if ltype == "Split" and bottoms and bottoms[0] in origins:
+                origins[t] = origins[bottoms[0]]        # a split copies its bottom: the shape is made above
+            elif not (j < len(bottoms) and bottoms[j] == t and t in origins):
+                origins[t] = (spec, j)                  # in place keeps the shape its first producer made
             producers[t] = (spec, j)
             shapes[t] = tshapes[j]
             available[t] = None
@@ -211,6 +219,22 @@ def plan(net: NetSpec, input_shapes: dict[str, Shape] | None = None) -> Plan:
     warnings.extend(_lint(layers))
     return Plan(net=net, phase=phase, layers=layers, blobs={k: v for k, v in shapes.items()},
                 inputs=inputs, outputs=sorted(available), params=params, warnings=warnings)
+
+
+def _made_where(spec: LayerSpec, bottoms: list[str], bshapes: list, origins: dict) -> str:
+    """Where each bottom's shape was made (the Input or data layer, or the layer whose output
+    has it), so a shape error found at a consumer also names its source and that line."""
+    parts = []
+    for b, s in zip(bottoms, bshapes):
+        if b not in origins or s is None:
+            continue
+        src, j = origins[b]
+        if src is spec:
+            continue
+        line = src.line("shape") if "shape" in _explicit(src) else (src.line("top") or src.line())
+        parts.append(f"bottom '{b}' {list(s)} is made by layer '{src['name']}' ({src['type']})"
+                     + (f" at line {line}" if line else ""))
+    return ("; " + "; ".join(parts)) if parts else ""
 
 
 def _explicit(spec: LayerSpec) -> set:

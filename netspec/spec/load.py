@@ -248,6 +248,25 @@ def _previous_content(lines: list[str], index: int) -> str | None:
     return None
 
 
+def _owner_key(lines: list[str], index: int) -> tuple[str, int] | None:
+    """(key, 0-based line) of the block key ('key:' alone on its line) that holds line ``index``."""
+    target = lines[index] if index < len(lines) else ""
+    ind = _indent(target)
+    for k in range(index - 1, -1, -1):
+        row = lines[k]
+        if not row.strip() or row.lstrip().startswith("#"):
+            continue
+        if _indent(row) < ind:
+            body = row.split(" #", 1)[0].strip()
+            if body.startswith("- "):
+                body = body[2:].strip()
+            if body.endswith(":") and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*:", body):
+                # only a key whose value is this indented block (the block's first line follows it)
+                return body[:-1], k
+            return None
+    return None
+
+
 def _unclosed_bracket(text: str, end_line: int, end_col: int) -> tuple[str, int, int] | None:
     """The innermost '[' or '{' still open at (end_line, end_col): (char, line, column), 0-based.
 
@@ -313,9 +332,14 @@ def _yaml_error(e: yaml.MarkedYAMLError, file: str, text: str) -> SpecError:
     elif "expected <block end>" in problem:
         prev = _previous_content(text_lines, mark.line)
         hint = "indent the keys of one mapping, and the '-' items of one list, by the same number of spaces"
+        owner = _owner_key(text_lines, mark.line)
         if bad_line.lstrip().startswith("-") and prev is not None and not prev.lstrip().startswith("-"):
             problem = ("a '-' list item among the keys of a mapping; a list belongs under a key ('key:' on "
                        "the line above, the items indented below it)")
+            if owner is not None:   # the key whose value is both a mapping and a list is the mistake
+                problem = (f"the value of '{owner[0]}' is a mapping (its keys start on line {owner[1] + 2}) but "
+                           f"line {line} adds a '-' list item to it; " + problem)
+                line, column = owner[1] + 1, None
         elif prev is not None and prev.lstrip().startswith("-") and _indent(prev) == _indent(bad_line) \
                 and not bad_line.lstrip().startswith("-"):
             item = prev.lstrip()[1:]
