@@ -416,3 +416,54 @@ def test_little_free_space_is_warned_about_before_training(tmp_path, monkeypatch
     out = " ".join(r.output.split())
     assert f"warning: only 4 KiB free in {tmp_path / 'run'}, and one snapshot takes about" in out
     assert out.index("free in") < out.index("Iteration 0")
+
+
+def test_a_log_file_that_cannot_be_written_does_not_stop_the_run(tmp_path):
+    from netspec.solvers.runlog import RunLog
+
+    shown: list[str] = []
+    log = RunLog(tmp_path, shown.append)
+    log.info("one")
+    real = log._text
+
+    class Full:
+        name = real.name
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    log._text = Full()
+    log.info("two")
+    log.info("three")
+    log.record(iter=1, name="loss", value=1.0)
+    log.close()
+    real.close()
+    assert shown[:2] == ["one", "two"] and shown[-1] == "three"
+    assert [s for s in shown if s.startswith("warning: cannot write")] == [
+        f"warning: cannot write {tmp_path / 'train.log'}: No space left on device; it is no longer written "
+        f"(this run's lines still come here)"]
+    assert (tmp_path / "train.log").read_text().endswith("netspec] one\n")
+    assert json.loads((tmp_path / "log.jsonl").read_text())["iter"] == 1
+
+
+def test_a_full_disk_that_also_holds_the_logs(tmp_path, small_fs):
+    """The run folder itself on the small disk, snapshot_failure: continue: the logs stop being
+    written with a warning, training goes on, and the final snapshot that cannot be written is
+    the one error."""
+    fs = small_fs(24)
+    r = train(write_net(tmp_path, 12, snapshot_failure="continue"), "--run-dir", str(fs / "run"))
+    assert r.exit_code == 1, r.output
+    no_traceback(r)
+    out = " ".join(r.output.split())
+    assert "cannot write the snapshot of iteration 12" in out and "this was the final snapshot" in out
+    assert "training goes on (snapshot_failure: continue)" in out
+    its = iterations(fs / "run")
+    assert its and f"the last good snapshot, {fs}/run/tiny_iter_{its[-1]}.solverstate.safetensors, is kept" in out
+    snap.read_state(fs / "run" / f"tiny_iter_{its[-1]}.solverstate.safetensors")
+    assert not [n for n in names(fs / "run") if atomic.is_temp(n)]

@@ -5,7 +5,9 @@
 so ``parse_log``-style tools that read Caffe logs work on it.  ``record`` appends one JSON
 object per displayed or tested value to ``<run dir>/log.jsonl`` (iter, phase, name, value, lr,
 seconds, data_wait, ...), flushed at once: a killed run loses at most a partial last line,
-which ``read_jsonl`` skips.
+which ``read_jsonl`` skips.  A log file that can no longer be written (a full disk) is closed
+with one warning on the screen, and training goes on: the snapshots decide what a full disk
+means for the run (``snapshot_failure``), not the log.
 """
 
 from __future__ import annotations
@@ -43,8 +45,7 @@ class RunLog:
             self.echo(msg)
         if self._text is not None:
             now = datetime.datetime.now()
-            self._text.write(f"I{now:%m%d %H:%M:%S.%f} {os.getpid()} netspec] {msg}\n")
-            self._text.flush()
+            self._text = self._append(self._text, f"I{now:%m%d %H:%M:%S.%f} {os.getpid()} netspec] {msg}\n")
 
     def warning(self, msg: str) -> None:
         self.info(f"warning: {msg}")
@@ -53,13 +54,31 @@ class RunLog:
         if self._jsonl is None:
             return
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in fields.items()}
-        self._jsonl.write(json.dumps(clean) + "\n")
-        self._jsonl.flush()
+        self._jsonl = self._append(self._jsonl, json.dumps(clean) + "\n")
+
+    def _append(self, f, text: str):
+        """``f`` after writing ``text`` to it, or None when it could not be written."""
+        try:
+            f.write(text)
+            f.flush()
+            return f
+        except OSError as e:
+            try:
+                f.close()
+            except OSError:
+                pass
+            if self.echo is not None:
+                self.echo(f"warning: cannot write {f.name}: {e.strerror}; it is no longer written "
+                          f"(this run's lines still come here)")
+            return None
 
     def close(self) -> None:
         for f in (self._text, self._jsonl):
             if f is not None:
-                f.close()
+                try:
+                    f.close()
+                except OSError:
+                    pass    # a full disk: what could not be flushed is lost, the run is not
         self._text = self._jsonl = None
 
 

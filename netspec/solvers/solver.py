@@ -574,17 +574,19 @@ class Solver:
         if not self.comm.is_root:
             self.last_snapshot, self.last_snapshot_iter = s, self.iter
             return s
-        writing = w
+        self.log.info(f"Snapshotting to safetensors file {w}")
         try:
-            self.log.info(f"Snapshotting to safetensors file {w}")
             save_weights(w, self.net, {"net": self.net_name, "iter": str(self.iter)},
                          with_diff=self.cfg["snapshot_diff"])
-            writing = s
-            self.log.info(f"Snapshotting solver state to safetensors file {s}")
-            tensors, record = self.state()
+        except OSError as e:
+            self._snapshot_failed(e, w, None, final)
+            return None
+        self.log.info(f"Snapshotting solver state to safetensors file {s}")
+        tensors, record = self.state()
+        try:
             snap.write_state(s, tensors, record, self.net_text, self.solver_text)
         except OSError as e:
-            self._snapshot_failed(e, writing, w if writing == s else None, final)
+            self._snapshot_failed(e, s, w, final)
             return None
         self.last_snapshot, self.last_snapshot_iter = s, self.iter
         if self.snapshot_keep:
