@@ -168,6 +168,14 @@ LAYER_NETS = {
   - {name: red2, type: Reduction, bottom: data, top: red2, axis: 2, operation: MEAN}
   - {name: red3, type: Reduction, bottom: data, top: red3, axis: -1, operation: ASUM}
 """,
+    "crop_embed": """
+  - {name: c, type: Convolution, num_output: 5, kernel_size: 3, pad: 2}
+  - {name: crop, type: Crop, bottom: [c, data], top: crop, axis: 2, offset: [1, 2]}
+  - {name: crop2, type: Crop, bottom: [c, data], top: crop2, axis: 1, offset: 0}
+  - {name: idx, type: Threshold, bottom: data, top: idx}
+  - {name: emb, type: Embed, bottom: idx, top: emb, num_output: 3, input_dim: 2}
+  - {name: emb2, type: Embed, bottom: idx, top: emb2, num_output: 2, input_dim: 4, bias_term: false}
+""",
 }
 
 

@@ -14,7 +14,11 @@ meaning, the layer is written as an exact composition:
 - BatchNorm: the global statistics divided by the scale factor blob, as BatchNormalization
   (unit scale, zero bias: a following Scale layer stays a Mul/Add); without global statistics,
   the batch mean and biased variance as reductions.
-- Exp, Log, Power, Swish, Threshold, MVN, WITHIN_CHANNEL LRN: their formulas, operator by operator.
+- Exp, Log, Power, Swish, Threshold, MVN, WITHIN_CHANNEL LRN: their formulas, operator by operator;
+  Crop a Slice at its offsets, Embed a Gather of the weight rows.
+- No exact equivalent (an error): ArgMax (Caffe breaks ties and lays out ``out_max_val`` its own
+  way), STOCHASTIC pooling, Pooling's argmax top, Im2col, and the data and loss layers the deploy
+  net does not have.
 
 Initializers are named ``<layer>/<param>`` as in weights files, so the importer gives the same
 keys back; graph inputs and outputs are the deploy net's blob names.
@@ -565,3 +569,24 @@ class _Builder:
         # Caffe adds eps to the standard deviation, not to the variance
         std = self.node("Add", [self.node("Sqrt", [var]), self.const("eps", float(lp.spec.get("eps", 1e-9)))])
         self.node("Div", [xc, std], outs)
+
+    def l_Crop(self, lp, ins, outs):
+        shape, ref = lp.bottom_shapes[0], lp.bottom_shapes[1]
+        a = lp.layer.axis(lp.spec.get("axis", 2), len(shape))
+        if a == 0 and self.dynamic:
+            raise self.error("it crops the batch axis; export with --batch K", "axis")
+        offs = lp.layer.offsets(shape, ref)
+        axes = list(range(a, len(shape)))
+        starts = [int(o) for o in offs]
+        ends = [o + int(lp.top_shapes[0][i]) for o, i in zip(starts, axes)]
+        # the reference bottom gives only its shape, which the plan already fixed
+        self.node("Slice", [ins[0], self.const("starts", starts, np.int64), self.const("ends", ends, np.int64),
+                            self.const("axes", axes, np.int64)], outs)
+
+    def l_Embed(self, lp, ins, outs):
+        # the indices are whole numbers held as floats (netspec checks them in forward): the cast is exact
+        idx = self.node("Cast", [ins[0]], to=self.onnx.TensorProto.INT64)
+        has_bias = any(q.name == "bias" for q in lp.params)
+        y = self.node("Gather", [self.param("weight"), idx], None if has_bias else outs, axis=0)
+        if has_bias:
+            self.node("Add", [y, self.param("bias")], outs)
