@@ -109,7 +109,7 @@ def test_pytorch_cnn_imports_and_matches_pytorch(tmp_path):
     out = tmp_path / "cnn.yaml"
     r = CliRunner().invoke(cli, ["convert", str(path), "-o", str(out)])
     assert r.exit_code == 0, r.output
-    assert "cnn.onnx -> " in r.output and "0 unsupported" in r.output
+    assert "cnn.onnx -> " in r.output and "0 unsupported" in r.output and "symbolic (batch)" in r.output
     net = api.load_net(out)
     weights = load_weights(tmp_path / "cnn.safetensors")
     p = deploy_plan(net)

@@ -179,7 +179,10 @@ class _Converter:
                 if d.HasField("dim_value") and d.dim_value > 0:
                     dims.append(int(d.dim_value))
                 elif k == 0:
-                    dims.append(1)      # a symbolic batch: netspec's Input gets batch 1, reshaped at run time
+                    dims.append(1)      # a symbolic batch: netspec's Input gets batch 1
+                    self.report.note(f"input '{vi.name}'", f"the batch axis is symbolic ({d.dim_param or '?'}): the "
+                                                          f"Input layer is written with batch 1; edit its shape for "
+                                                          f"another", field="shape")
                     d.Clear()
                     d.dim_value = 1
                 else:
