@@ -232,7 +232,8 @@ def _made_where(spec: LayerSpec, bottoms: list[str], bshapes: list, origins: dic
         if src is spec:
             continue
         line = src.line("shape") if "shape" in _explicit(src) else (src.line("top") or src.line())
-        parts.append(f"bottom '{b}' {list(s)} is made by layer '{src['name']}' ({src['type']})"
+        made = src.get("top", [b])[j] if j < len(src.get("top", [])) else b   # a split's copy: its source's name
+        parts.append(f"bottom '{made}' {list(s)} is made by layer '{src['name']}' ({src['type']})"
                      + (f" at line {line}" if line else ""))
     return ("; " + "; ".join(parts)) if parts else ""
 
