@@ -7,6 +7,7 @@ packed or not) and ``double_data`` (8).  No protobuf library is needed.
 
 from __future__ import annotations
 
+import math
 import struct
 from pathlib import Path
 
@@ -73,17 +74,19 @@ def parse_blobproto(buf: bytes):
                     dims.extend(_packed_varints(v2) if w2 == 2 else [v2])
         elif num in legacy and wt == 0:
             legacy[num] = v
-        elif num == 5:
+        elif num == 5 and wt in (2, 5):
             floats.append(v)          # packed bytes (wt 2) or one float (wt 5): both little-endian float32
-        elif num == 8:
+        elif num == 8 and wt in (1, 2):
             doubles.append(v)
+        elif num in (5, 8):
+            raise ValueError(f"{'data' if num == 5 else 'double_data'} stored with wire type {wt}")
     raw = b"".join(floats)
     if raw:
         data = np.frombuffer(raw, dtype="<f4").astype(np.float32)
     else:
         data = np.frombuffer(b"".join(doubles), dtype="<f8").astype(np.float32)
     shape = tuple(dims) if dims else tuple(legacy[k] for k in (1, 2, 3, 4))
-    if not shape or int(np.prod(shape)) != data.size:
+    if not shape or math.prod(shape) != data.size:
         raise ValueError(f"its shape {list(shape)} does not match its {data.size} values")
     return data.reshape(shape)
 
@@ -92,11 +95,11 @@ def read_blobproto(path: Path):
     try:
         buf = Path(path).read_bytes()
     except OSError as e:
-        raise DataError(f"cannot read mean file '{path}': {e}") from None
+        raise DataError(f"cannot read mean file '{path}': {e}", file=str(path)) from None
     try:
         return parse_blobproto(buf)
     except (ValueError, struct.error) as e:
-        raise DataError(f"'{path}' is not a valid Caffe BlobProto (.binaryproto): {e}") from None
+        raise DataError(f"'{path}' is not a valid Caffe BlobProto (.binaryproto): {e}", file=str(path)) from None
 
 
 def write_blobproto(path: Path, array) -> None:

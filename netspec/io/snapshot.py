@@ -99,8 +99,10 @@ def read_state(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict, st
         raise WeightsError("is not a netspec solver state" + hint, file=name)
     try:
         record = json.loads(meta["netspec"])
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise WeightsError("is corrupt: its state record is not valid JSON", file=name) from None
+    if not isinstance(record, dict) or not isinstance(record.get("version", 0), int):
+        raise WeightsError("is corrupt: its state record is not a mapping with an integer version", file=name)
     if record.get("version", 0) > STATE_VERSION:
         raise WeightsError(f"was written by a newer netspec (state version {record.get('version')}); "
                            f"this one reads version {STATE_VERSION}", file=name)

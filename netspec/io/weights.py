@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass, field
@@ -81,23 +82,36 @@ def decode(raw: bytes, name: str = "<bytes>") -> tuple[dict[str, np.ndarray], di
                   f"{size - 8} follow the size field")
     try:
         header = json.loads(raw[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise bad("is corrupt or not a safetensors file: its header is not valid JSON") from None
     if not isinstance(header, dict):
         raise bad("is corrupt: its header is not a mapping of tensors")
     meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise bad("is corrupt: its __metadata__ is not a mapping of strings")
     data_len = size - 8 - n
+
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    # every size is checked here, in Python integers, before the library allocates anything
     for key, info in header.items():
         try:
-            dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
+            dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
         except (KeyError, TypeError, ValueError):
             raise bad(f"is corrupt: the entry for '{key}' lacks dtype, shape or data_offsets") from None
-        if dtype not in _DTYPES:
+        if not isinstance(dtype, str) or dtype not in _DTYPES:
             raise bad(f"tensor '{key}' has dtype {dtype}, which netspec does not read")
+        if not isinstance(shape, list) or not all(whole(d) for d in shape):
+            raise bad(f"is corrupt: tensor '{key}' has shape {shape}, not a list of sizes")
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(whole(o) for o in offsets) \
+                or offsets[0] > offsets[1]:
+            raise bad(f"is corrupt: tensor '{key}' has data_offsets {offsets}, not [begin, end]")
+        begin, end = offsets
         if end > data_len:
             raise bad(f"is truncated: tensor '{key}' ends at byte {8 + n + end} but the file has {size} bytes "
                       f"(was it copied or written completely?)")
-        if end - begin != _DTYPES[dtype] * int(np.prod(shape, dtype=np.int64)):
+        if end - begin != _DTYPES[dtype] * math.prod(shape):
             raise bad(f"is corrupt: tensor '{key}' has shape {shape} but {end - begin} bytes of data")
     from safetensors import SafetensorError
     from safetensors.numpy import load
