@@ -335,3 +335,90 @@ def test_spec_errors_are_netspec_errors(model):
         V.Ascent(start="grey").check()
     with pytest.raises(SpecError):
         V.parse_classes(model, "-1")
+
+
+# ---- other nets: no class scores, InnerProduct filters, a file's own Input; CUDA ---------------------
+
+def test_net_without_class_scores_draws_but_does_not_classify(tmp_path):
+    z = "zoo:autoencoder-fashion-mnist"
+    f = _json(_run(["visualize", z, "--what", "filters", "-o", str(tmp_path / "f.png"), "--json"]))
+    assert f["layer"] == "encode1" and f["shape"] == [1000, 784] and f["shown"] == 64   # rows drawn as 28x28
+    f = _json(_run(["visualize", z, "--what", "features", "--input", "test:3", "--blobs", "encode1,encode3",
+                    "-o", str(tmp_path / "ft.png"), "--json"]))
+    assert f["predicted"] is None and f["blobs"]["encode3"]["shape"] == [250]
+    for args in (["visualize", z, "--what", "class"], ["visualize", z, "--what", "saliency", "--input", "test:1"],
+                 ["adversarial", z, "--images", "test:4"], ["adversarial", z, "--fool"]):
+        _fails(args, "train_val.yaml", "no class scores")
+
+
+def test_mlp_filters_are_input_shaped(tmp_path):
+    from netspec.probe.pictures import grid_size
+
+    f = _json(_run(["visualize", "zoo:mlp-fashion-mnist", "--what", "filters", "-o", str(tmp_path / "f.png"),
+                    "--json"]))
+    assert f["layer"] == "ip1" and f["shown"] == 64 and f["grid"] == [8, 8]
+    assert _png_size(tmp_path / "f.png") == grid_size(8, 8, 28, 28, 8, 1, 1)
+
+
+TINY = """\
+name: tiny
+layers:
+  - {name: data, type: Input, top: data, shape: [1, 1, 6, 6]}
+  - {name: conv1, type: Convolution, bottom: data, num_output: 2, kernel_size: 3, weight_filler: {type: xavier}}
+  - {name: pool1, type: Pooling, pool: MAX, kernel_size: 2, stride: 2}
+  - {name: relu1, type: ReLU, top: pool1}
+  - {name: ip1, type: InnerProduct, num_output: 3, weight_filler: {type: xavier}}
+  - {name: prob, type: Softmax, bottom: ip1}
+"""
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    from netspec import api
+    from netspec.io.weights import save_weights
+
+    net = tmp_path / "tiny.yaml"
+    net.write_text(TINY)
+    n = api.build_net(api.load_net(net), "TEST", seed=3)
+    save_weights(tmp_path / "tiny.safetensors", n)
+    return net, tmp_path / "tiny.safetensors"
+
+
+def test_a_files_own_input_takes_any_batch(tiny):
+    """A net file with its own Input (batch 1) is run at the batch asked for; without a data
+    source there is no known range, so nothing is clipped."""
+    from netspec.probe import adversarial as A
+    from netspec.probe.model import open_model
+
+    m = open_model(*map(str, tiny))
+    assert not m.has_range and m.classes == [] and m.class_name(2) == "2"
+    x = np.random.default_rng(0).random((5, 1, 6, 6)).astype(np.float32)
+    p = m.forward(x)["prob"]
+    assert p.shape == (5, 3) and np.allclose(p.sum(axis=1), 1)
+    for i in range(5):   # each sample alone gives the same answer
+        assert np.allclose(m.forward(x[i:i + 1])["prob"][0], p[i], atol=1e-6)
+    adv = A.perturb(m, x, p.argmax(axis=1), 0.3, "fgsm")
+    d = np.abs(adv - x)
+    # every value moves by epsilon, except where the gradient is exactly 0 (ReLU off, pooling unpicked)
+    assert np.isin(np.round(d, 5), [0.0, 0.3]).all() and (d > 0.29).mean() > 0.3
+    assert adv.min() < 0 or adv.max() > 1        # no data range: nothing clipped
+
+
+@pytest.mark.cuda
+def test_cuda_gradients_equal_cpu(tiny):
+    """--device cuda: the input gradient and an attack on the GPU (or numba's simulator) are the CPU's."""
+    from netspec.probe import adversarial as A
+    from netspec.probe.model import open_model
+    from netspec.probe.visualize import class_seed
+
+    x = np.random.default_rng(0).random((2, 1, 6, 6)).astype(np.float32)
+    got = {}
+    for dev in ("cpu", "cuda"):
+        m = open_model(*map(str, tiny), device=dev)
+        g, out = m.gradient(x, m.scores, class_seed(np.array([0, 2]), "logprob"))
+        adv = A.perturb(m, x, np.array([1, 1]), 0.1, "iterative", steps=3)
+        got[dev] = (g, out["prob"], adv)
+        m.close()
+    for a, b in zip(got["cpu"], got["cuda"]):
+        assert np.allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert np.abs(got["cpu"][0]).max() > 0

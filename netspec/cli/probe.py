@@ -138,14 +138,15 @@ def visualize(net, weights, what, layer, input_, blobs, class_, blob, channel, p
             inp = load_input(model, input_)
             pic = V.features(model, inp.x, inp.names[0], V.parse_blobs(model, blobs), zoom or 2)
             f = pic.figures
-            lines.append(f"{f['input']}: predicted {f['predicted']} {f['name']} (p={f['probability']:.4f})")
+            if f["predicted"] is not None:
+                lines.append(f"{f['input']}: predicted {f['predicted']} {f['name']} (p={f['probability']:.4f})")
             lines += [f"  {b}: {'x'.join(map(str, s['shape']))}, mean {s['mean']:.4g}, max {s['max']:.4g}, "
                       f"{100 * s['active']:.0f}% > 0" for b, s in f["blobs"].items()]
         elif what == "class":
             pic = V.class_images(model, V.parse_classes(model, class_), ascent, zoom or 3)
             f = pic.figures
             probs = f["probability"] if isinstance(f["probability"], list) else [f["probability"]]
-            lines += [f"class {k} {n}: probability {p:.6f}" for k, n, p in zip(f["classes"], f["names"], probs)]
+            lines += [f"class {k} {n}: probability {p:.6f} (1 - p = {1 - p:.1e})" for k, n, p in zip(f["classes"], f["names"], probs)]
         elif what == "neuron":
             if not blob:
                 raise SpecError("--what neuron needs --blob (and --channel)")

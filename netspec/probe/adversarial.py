@@ -40,6 +40,7 @@ class Attack:
     target: str | None = None        # None (untargeted), a class number, or "next" ((prediction + 1) mod classes)
 
     def check(self, model) -> None:
+        model.scores          # a net without class scores cannot be attacked: say so first
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise SpecError(f"--method {','.join(bad) or '(none)'}: give fgsm, iterative or both (fgsm,iterative)")
@@ -193,6 +194,7 @@ class Fooled:
 def fooling_images(model, per_class: int = 1, confidence: float = 0.99, iterations: int = 500,
                    step: float = 0.01, seed: int = 0, classes: list[int] | None = None) -> Fooled:
     """Images of noise the net labels as each class with at least ``confidence``."""
+    model.scores
     if not 0 < confidence < 1:
         raise SpecError(f"--confidence {confidence}: a probability between 0 and 1")
     if per_class < 1 or iterations < 1 or step <= 0:

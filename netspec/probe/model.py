@@ -53,7 +53,7 @@ class Model:
     shown: str                          # how the weights were named, for messages
     input: str                          # the input blob
     sample_shape: tuple[int, ...]       # one sample, e.g. (1, 28, 28)
-    scores: str                         # the blob of class scores (the Softmax's bottom, or the output)
+    score_blob: str | None              # the blob of class scores (the Softmax's bottom, or the output)
     prob: str | None                    # the Softmax output, when the net has one
     prep: Preprocessing
     lo: float | None                    # the data range in the net's input units (None: unknown)
@@ -63,6 +63,7 @@ class Model:
     source_base: Path | None = None
     source_options: object = None
     device: object = None
+    no_scores: str = ""                 # why the net has no class scores (filters and features still work)
     _nets: dict = field(default_factory=dict)
 
     # ---- building -------------------------------------------------------------------------
@@ -75,7 +76,7 @@ class Model:
             from netspec.graph.splits import insert_splits
             from netspec.io.weights import copy_weights
 
-            spec = derive_deploy(_forced(self.spec), batch=batch)
+            spec = _batched(derive_deploy(_forced(self.spec), batch=batch), batch)
             n = Net(plan(insert_splits(spec)), np.float32, seed=0, device=self.device)
             report = copy_weights(n, self.tensors, self.shown)
             missing = [r.key for r in report.rows if r.status == "not in source"]
@@ -86,6 +87,13 @@ class Model:
                                    file=self.shown)
             self._nets[batch] = n
         return self._nets[batch]
+
+    @property
+    def scores(self) -> str:
+        """The class-score blob; a GraphError for nets without one (an autoencoder)."""
+        if self.score_blob is None:
+            raise GraphError(self.no_scores, file=self.spec.file)
+        return self.score_blob
 
     @property
     def num_classes(self) -> int:
@@ -125,18 +133,20 @@ class Model:
 
     # ---- running --------------------------------------------------------------------------
     def forward(self, x: np.ndarray, blobs: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-        """Host copies of ``scores``, ``prob`` (softmax of the scores when the net has none)
-        and of ``blobs``, for the batch ``x`` (n, *sample_shape)."""
+        """Host copies of ``blobs`` and, for nets with class scores, ``scores`` and ``prob``
+        (their softmax, in float64: the net's Softmax up to its float32 rounding, so that a
+        probability of 1 - 1e-9 and the gradient of its logarithm keep their digits), for the
+        batch ``x`` (n, *sample_shape)."""
         from netspec.core.device import to_host
 
         n = self.net(len(x))
         n.set_input(self.input, np.ascontiguousarray(x, dtype=np.float32))
         n.forward()
         out = {b: to_host(n.blobs[b].data).copy() for b in blobs}
-        s = to_host(n.blobs[self.scores].data).reshape(len(x), -1).astype(np.float64)
-        out["scores"] = s
-        out["prob"] = (to_host(n.blobs[self.prob].data).reshape(len(x), -1).astype(np.float64)
-                       if self.prob else softmax(s))
+        if self.score_blob is not None:
+            s = to_host(n.blobs[self.score_blob].data).reshape(len(x), -1).astype(np.float64)
+            out["scores"] = s
+            out["prob"] = softmax(s)
         return out
 
     def gradient(self, x: np.ndarray, blob: str, seed) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -175,6 +185,21 @@ class Model:
 def softmax(s: np.ndarray) -> np.ndarray:
     e = np.exp(s - s.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
+
+
+def _batched(spec, batch: int):
+    """The deploy net with every Input shaped for ``batch`` samples (derive_deploy sizes the
+    Input it makes from data layers; an Input the file itself has keeps its own batch)."""
+    layers = []
+    for l in spec.layers:
+        if l["type"] == "Input":
+            shape = l["shape"]
+            many = bool(shape) and isinstance(shape[0], list)
+            shapes = shape if many else [shape]
+            shapes = [[batch] + list(s[1:]) for s in shapes]
+            l = l.derive(shape=shapes if many else shapes[0])
+        layers.append(l)
+    return spec.with_layers(layers)
 
 
 def _forced(spec):
@@ -234,13 +259,13 @@ def open_model(net: str | os.PathLike, weights: str | None = None, device: str |
                          file=spec.file)
     prep, source, base, opts = _preprocessing(spec, manifest, name)
     model = Model(spec=spec, deploy=deploy, tensors=tensors, shown=", ".join(refs), input=name,
-                  sample_shape=(), scores="", prob=None, prep=prep, lo=None, hi=None,
+                  sample_shape=(), score_blob=None, prob=None, prep=prep, lo=None, hi=None,
                   classes=list(manifest.get("classes") or []), source=source, source_base=base,
                   source_options=opts, device=resolve(device or env_device()))
     n = model.net(1)
     model.sample_shape = tuple(n.blobs[name].data.shape[1:])
     _check_differentiable(n, name, spec)
-    model.scores, model.prob = _scores(n, spec)
+    model.score_blob, model.prob, model.no_scores = _scores(n)
     model.lo, model.hi = _data_range(model)
     if not model.classes and source is not None:
         model.classes = _class_names(source, base)
@@ -259,9 +284,9 @@ def _check_differentiable(n, name: str, spec) -> None:
                         f"visualization and attacks follow does not exist for this net")
 
 
-def _scores(n, spec) -> tuple[str, str | None]:
-    """(class-score blob, softmax output or None): the bottom of the deploy net's Softmax that
-    gives an output, else its one output."""
+def _scores(n) -> tuple[str | None, str | None, str]:
+    """(class-score blob, softmax output, why there are none): the bottom of the deploy net's
+    Softmax that gives an output, else its one output."""
     outputs = list(n.plan.outputs)
     for lp in n.layers:
         if lp.type == "Softmax" and lp.tops[0] in outputs:
@@ -270,11 +295,12 @@ def _scores(n, spec) -> tuple[str, str | None]:
             for other in n.layers:
                 if other.type == "Split" and src in other.tops:
                     src = other.bottoms[0]
-            return src, lp.tops[0]
+            return src, lp.tops[0], ""
     if len(outputs) != 1:
-        raise GraphError(f"the deploy net has {len(outputs)} outputs ({', '.join(outputs)}) and no Softmax "
-                         f"output; class scores need one output", file=spec.file)
-    return outputs[0], None
+        return None, None, (f"the deploy net has {len(outputs)} outputs ({', '.join(outputs)}) and no Softmax "
+                            f"output, so it gives no class scores to visualize, explain or attack (filters, "
+                            f"features and neurons work)")
+    return outputs[0], None, ""
 
 
 def _test_data_layer(spec, blob: str):

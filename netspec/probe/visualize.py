@@ -299,17 +299,24 @@ def features(model, x: np.ndarray, name: str, blobs: list[str], zoom: int = 2, m
     """The input and the feature maps of ``blobs`` for it, one grid per blob (each channel scaled
     to its own range); figures: the prediction and each blob's statistics."""
     out = model.forward(x, tuple(blobs))
-    p = out["prob"][0]
-    k = int(p.argmax())
     head = P.Grid(1, *model.sample_shape[-2:], zoom=max(zoom, 3), caption_lines=2, title=[f"input {name}"])
-    head.add(_show(model, x[0]), [f"{k} {model.class_name(k)}", f"p={p[k]:.4f}"])
+    if "prob" in out:
+        p = out["prob"][0]
+        k = int(p.argmax())
+        head.add(_show(model, x[0]), [f"{k} {model.class_name(k)}", f"p={p[k]:.4f}"])
+        said = {"predicted": k, "name": model.class_name(k), "probability": float(p[k])}
+    else:
+        head.add(_show(model, x[0]))
+        said = {"predicted": None, "name": None, "probability": None}
     grids = []
     stats = {}
-    largest = max(max(out[b].shape[2:] or (1,)) for b in blobs)
+    largest = max(max(out[b].shape[2:] or (int(np.ceil(np.sqrt(out[b][0].size))),)) for b in blobs)
     for b in blobs:
         a = out[b][0]
         if a.ndim == 1:
-            a = a[:, None, None]
+            # a vector (an InnerProduct's output) is one square tile, its values row by row
+            side = int(np.ceil(np.sqrt(a.size)))
+            a = np.concatenate([a, np.full(side * side - a.size, a.min())]).reshape(1, side, side)
         elif a.ndim == 2:
             a = a[:, None, :]
         c = a.shape[0]
@@ -323,14 +330,13 @@ def features(model, x: np.ndarray, name: str, blobs: list[str], zoom: int = 2, m
         for j in range(shown):
             grid.add(P.to_rgb(a[j]))
         grids.append(grid)
-        stats[b] = {"shape": list(out[b].shape[1:]), "mean": float(a.mean()), "max": float(a.max()),
-                    "active": float((a > 0).mean())}
+        v = out[b][0]
+        stats[b] = {"shape": list(out[b].shape[1:]), "mean": float(v.mean()), "max": float(v.max()),
+                    "active": float((v > 0).mean())}
     head.min_width = max(g.size[0] for g in grids)
     parts = [head.image()] + [g.image() for g in grids]
     rows_cols = (grids[0].rows, grids[0].cols)
-    return Picture(P.stack(parts), {"what": "features", "input": name, "predicted": k,
-                                    "name": model.class_name(k), "probability": float(p[k]), "blobs": stats},
-                   rows_cols)
+    return Picture(P.stack(parts), {"what": "features", "input": name, **said, "blobs": stats}, rows_cols)
 
 
 def saliency_map(model, x: np.ndarray, k: int, objective: str = "logit") -> tuple[np.ndarray, dict]:
@@ -344,6 +350,7 @@ def saliency(model, x: np.ndarray, name: str, k: int | None = None, objective: s
     """The input, |gradient| of the class score (maximum over channels) and the two overlaid."""
     if objective not in ("logprob", "logit"):
         raise SpecError(f"--objective {objective}: one of logprob, logit")
+    model.scores          # a net without class scores has no saliency: say so first
     out = model.forward(x)
     pred = int(out["prob"][0].argmax())
     k = pred if k is None else k
