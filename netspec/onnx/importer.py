@@ -925,7 +925,9 @@ def _node_base(node) -> str:
         parts = parts[:-1]
     elif len(parts) == 1 and parts[0].startswith(node.op_type):
         return parts[0].lower() if parts[0] == node.op_type else parts[0]
-    return "_".join(parts) or node.op_type.lower()
+    base = "_".join(parts) or node.op_type.lower()
+    # a container's index (PyTorch's Sequential: "0", "1") reads better with the operator's name
+    return f"{node.op_type.lower()}{base}" if base.isdigit() else base
 
 
 def _one(v: list[int]):
