@@ -400,7 +400,7 @@ def test_a_files_own_input_takes_any_batch(tiny):
     adv = A.perturb(m, x, p.argmax(axis=1), 0.3, "fgsm")
     d = np.abs(adv - x)
     # every value moves by epsilon, except where the gradient is exactly 0 (ReLU off, pooling unpicked)
-    assert np.isin(np.round(d, 5), [0.0, 0.3]).all() and (d > 0.29).mean() > 0.3
+    assert ((np.abs(d - 0.3) < 1e-5) | (d < 1e-6)).all() and (d > 0.29).mean() > 0.3
     assert adv.min() < 0 or adv.max() > 1        # no data range: nothing clipped
 
 
