@@ -66,8 +66,8 @@ def export(file, weights, output, opset, batch, parity, tolerance, stages, level
     data = exported.model.SerializeToString()
     write_bytes_atomic(Path(output), data)
     ops = sum(len(v) for v in exported.layers.values())
-    shapes = ", ".join(f"{n} {['N' if batch == 'dynamic' and i == 0 else d for i, d in enumerate(s)]}"
-                       for n, s in exported.inputs.items())
+    shapes = ", ".join(f"{n} [" + ", ".join("N" if batch == "dynamic" and i == 0 else str(d) for i, d in enumerate(s))
+                       + "]" for n, s in exported.inputs.items())
     click.echo(f"wrote {output} ({len(data):,} bytes; opset {opset or DEFAULT_OPSET}; {len(exported.layers)} layers "
                f"as {ops} ONNX nodes; inputs {shapes}; outputs {', '.join(exported.outputs)})")
     if parity == "none":
