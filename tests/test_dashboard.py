@@ -496,7 +496,8 @@ def test_browser_sees_the_loss_curve_grow_while_lenet_trains(tmp_path):
             "const i = document.getElementById('net-img'); return !i.hidden && i.complete && i.naturalWidth > 0;"),
             30, "the net's drawing")
         assert int(browser.find_element(By.ID, "chart-accuracy").get_attribute("data-points")) == 3
-        assert "LeNet_iter_500.safetensors" in browser.find_element(By.ID, "snapshots").text
+        wait_for(lambda: "LeNet_iter_500.safetensors" in browser.find_element(By.ID, "snapshots").text, 15,
+                 "the last snapshot in the list")
         assert "base_lr" in browser.find_element(By.ID, "solver").text
         severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert not severe, severe

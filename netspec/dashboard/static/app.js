@@ -270,7 +270,12 @@ async function refreshDetail() {
   const netKey = `${id}/${d.state ? d.state.file : ""}/${phase}`;
   if (netKey !== state.lastNetKey) {
     state.lastNetKey = netKey;
-    drawNet(id, phase);
+    if (d.state) drawNet(id, phase);
+    else {
+      document.getElementById("net-img").hidden = true;
+      document.getElementById("net-msg").textContent = d.state_error ||
+        "no snapshot in this run folder yet: the net is drawn from the net its first snapshot stores";
+    }
   }
 }
 
