@@ -55,6 +55,8 @@ def parse_list(path: Path, root: Path) -> list[tuple[Path, int, int]]:
                 value = int(label)
             except ValueError:
                 raise DataError(f"{path}:{lineno}: the label '{label}' is not an integer class index") from None
+            if value > 2**31 - 1:
+                raise DataError(f"{path}:{lineno}: the label {label} is too large for a class index")
             if value < 0:
                 raise DataError(f"{path}:{lineno}: the label {value} is negative; labels are class indices 0, 1, ...")
             p = Path(name)

@@ -109,6 +109,7 @@ def _explain(e: SpecError, doc: Doc, inline: bool) -> SpecError:
 def _explain_message(e: SpecError, doc: Doc) -> SpecError:
     data = doc.data
     policy = data.get("lr_policy")
+    policy = policy if isinstance(policy, str) else None   # a wrong type has its own schema error
     if e.message.startswith("missing required field") and e.field in S.POLICY_FIELDS.get(policy, ()):
         e.message = f"lr_policy '{policy}' needs '{e.field}': rate = {FORMULAS[policy]}"
         e.line = doc.line(("lr_policy",))

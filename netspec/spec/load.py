@@ -102,7 +102,10 @@ def load_text(text: str, file: str = "<string>", base_dir: Path | None = None, j
     if not text.strip():
         raise SpecError("the file is empty", file=file, line=1)
     _check_nesting(text, file)
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as e:
+        raise _reader_error(e, text, file) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -112,6 +115,8 @@ def load_text(text: str, file: str = "<string>", base_dir: Path | None = None, j
     except RecursionError:
         raise SpecError(f"the brackets or indented blocks nest too deeply (more than Python can read; net files "
                         f"nest a few levels)", file=file, line=1) from None
+    except yaml.reader.ReaderError as e:
+        raise _reader_error(e, text, file) from None
     except yaml.MarkedYAMLError as e:
         raise _yaml_error(e, file, text) from None
     except yaml.YAMLError as e:  # unmarked errors are rare; still no traceback
@@ -119,6 +124,15 @@ def load_text(text: str, file: str = "<string>", base_dir: Path | None = None, j
     finally:
         loader.dispose()
     return Doc(data=data, lines=lines, file=file, base_dir=base_dir)
+
+
+def _reader_error(e: yaml.reader.ReaderError, text: str, file: str) -> SpecError:
+    """A control character YAML refuses (a binary file, or a stray byte pasted in), at its line."""
+    pos = e.position if isinstance(e.position, int) else 0
+    line = text.count("\n", 0, pos) + 1
+    return SpecError(f"YAML syntax error: the control character U+{e.character:04X} is not allowed in a YAML file "
+                     f"(a binary file, or a stray byte?)" if isinstance(e.character, int) else f"YAML error: {e}",
+                     file=file, line=line, column=pos - text.rfind("\n", 0, pos))
 
 
 def _check_nesting(text: str, file: str) -> None:
