@@ -176,6 +176,16 @@ LAYER_NETS = {
   - {name: emb, type: Embed, bottom: idx, top: emb, num_output: 3, input_dim: 2}
   - {name: emb2, type: Embed, bottom: idx, top: emb2, num_output: 2, input_dim: 4, bias_term: false}
 """,
+    "argmax": """
+  - {name: am1, type: ArgMax, bottom: data, top: am1, axis: 1}
+  - {name: am2, type: ArgMax, bottom: data, top: am2, axis: -1, out_max_val: true}
+  - {name: am3, type: ArgMax, bottom: data, top: am3}
+  - {name: am4, type: ArgMax, bottom: data, top: am4, out_max_val: true}
+  - {name: r, type: Power, bottom: data, top: r, power: 2.0}
+  - {name: ties, type: Threshold, bottom: r, top: ties, threshold: 0.5}
+  - {name: am5, type: ArgMax, bottom: ties, top: am5, axis: 1}
+  - {name: am6, type: ArgMax, bottom: ties, top: am6}
+""",
 }
 
 
@@ -234,11 +244,14 @@ def test_newer_opsets_axes_as_inputs(opset):
 
 
 def test_no_exact_equivalent_names_the_layer():
-    net = net_of("  - {name: am, type: ArgMax, axis: 1}\n")
+    net = net_of("  - {name: im, type: Im2col, kernel_size: 2}\n")
     with pytest.raises(GraphError) as ei:
         export_model(net, {})
     e = ei.value
-    assert e.layer == "am" and "ArgMax" in str(e) and "<test.yaml>" in str(e)
+    assert e.layer == "im" and "Im2col" in str(e) and "<test.yaml>" in str(e)
+    topk = net_of("  - {name: am, type: ArgMax, axis: 1, top_k: 2}\n")
+    with pytest.raises(GraphError, match="am.*top_k > 1"):
+        export_model(topk, {})
     stoch = net_of("  - {name: sp, type: Pooling, pool: STOCHASTIC, kernel_size: 2, stride: 2}\n")
     with pytest.raises(GraphError, match="sp.*STOCHASTIC"):
         export_model(stoch, {})
@@ -274,7 +287,7 @@ def test_cli_export_zoo_lenet(tmp_path):
 def test_cli_export_errors_are_one_paragraph(tmp_path):
     bad = tmp_path / "argmax.yaml"
     bad.write_text("netspec: 1\nlayers:\n  - {name: data, type: Input, shape: [1, 3]}\n"
-                   "  - {name: am, type: ArgMax}\n")
+                   "  - {name: am, type: ArgMax, top_k: 2}\n")
     w = tmp_path / "w.safetensors"
     from netspec.io.weights import write_safetensors
 

@@ -16,8 +16,9 @@ meaning, the layer is written as an exact composition:
   the batch mean and biased variance as reductions.
 - Exp, Log, Power, Swish, Threshold, MVN, WITHIN_CHANNEL LRN: their formulas, operator by operator;
   Crop a Slice at its offsets, Embed a Gather of the weight rows.
-- No exact equivalent (an error): ArgMax (Caffe breaks ties and lays out ``out_max_val`` its own
-  way), STOCHASTIC pooling, Pooling's argmax top, Im2col, and the data and loss layers the deploy
+- ArgMax (top_k 1) is ONNX's with ``select_last_index=1``: Caffe puts the higher index first
+  among equal values.
+- No exact equivalent (an error): ArgMax with top_k > 1 (TopK orders ties the other way), STOCHASTIC pooling, Pooling's argmax top, Im2col, and the data and loss layers the deploy
   net does not have.
 
 Initializers are named ``<layer>/<param>`` as in weights files, so the importer gives the same
@@ -590,3 +591,29 @@ class _Builder:
         y = self.node("Gather", [self.param("weight"), idx], None if has_bias else outs, axis=0)
         if has_bias:
             self.node("Add", [y, self.param("bias")], outs)
+
+    def _reduce_max(self, x: str, axis: int) -> str:
+        if self.opset >= 18:
+            return self.node("ReduceMax", [x, self.const("axes", [axis], np.int64)], keepdims=1)
+        return self.node("ReduceMax", [x], axes=[axis], keepdims=1)
+
+    def l_ArgMax(self, lp, ins, outs):
+        if int(lp.spec.get("top_k", 1)) != 1:
+            raise self.error("top_k > 1: ONNX TopK puts the lower index first among equal values, Caffe the "
+                             "higher", "top_k")
+        max_val = bool(lp.spec.get("out_max_val", False))
+        f32 = self.onnx.TensorProto.FLOAT
+        if "axis" in lp.spec:
+            axis = lp.layer.axis(lp.spec["axis"], len(lp.bottom_shapes[0]))
+            if max_val:   # with an axis Caffe gives the values alone
+                self.node("Identity", [self._reduce_max(ins[0], axis)], outs)
+                return
+            # Caffe sorts (value, index) pairs descending: the last of equal maxima wins
+            idx = self.node("ArgMax", ins, axis=axis, keepdims=1, select_last_index=1)
+            self.node("Cast", [idx], outs, to=f32)
+            return
+        flat = self.node("Reshape", [ins[0], self.const("shape", [0, -1], np.int64)])
+        idx = self.node("Cast", [self.node("ArgMax", [flat], axis=1, keepdims=1, select_last_index=1)], to=f32)
+        if max_val:   # (N, 2, 1): the index, then the value
+            idx = self.node("Concat", [idx, self._reduce_max(flat, 1)], axis=1)
+        self.node("Reshape", [idx, self.shape_const(lp.top_shapes[0], True)], outs)
