@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import click
 
@@ -250,7 +251,19 @@ def adversarial(net, weights, images, epsilons, methods, steps, step_size, targe
                           tuple(_floats(epsilons, "--epsilon")), steps, step_size, target)
         attack.check(model)
         inp = load_set(model, images or "test:200", 200)
-        t = A.fooling_table(model, inp.x, inp.labels, attack, show_epsilon, show)
+        bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            extra = show_epsilon is not None and show_epsilon not in attack.epsilons
+            bar = tqdm(total=len(attack.methods) * (len(attack.epsilons) + extra), desc="attacks", unit="eps",
+                       leave=False)
+        try:
+            t = A.fooling_table(model, inp.x, inp.labels, attack, show_epsilon, show,
+                                progress=bar.update if bar is not None else None)
+        finally:
+            if bar is not None:
+                bar.close()
         shown_method = attack.methods[-1]
         grid = A.attack_picture(model, inp.x[:show], inp.labels[:show], t, shown_method, zoom or 3)
         image = grid.image()
