@@ -42,6 +42,7 @@ CASE_BYTES = 64 << 20          # traced peak per case; every seed file is < 64 K
 FAST, SLOW = 25, 400           # cases per reader in the default and the slow run
 
 STATS: dict[str, dict] = {}
+TRACE = True                   # off in the subprocess that measures resident memory instead
 
 
 class CaseTimeout(BaseException):
@@ -70,7 +71,8 @@ def _report():
 def attempt(reader: str, fn, path: Path, shown: str | None = None) -> object:
     """Run ``fn(path)`` under the time and memory bounds; the result or None for a NetspecError."""
     stats = STATS.setdefault(reader, {"cases": 0, "peak_bytes": 0, "errors": 0, "results": 0, "max_seconds": 0.0})
-    tracemalloc.start()
+    if TRACE:
+        tracemalloc.start()
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, CASE_SECONDS)
     t0 = time.perf_counter()
@@ -84,8 +86,9 @@ def attempt(reader: str, fn, path: Path, shown: str | None = None) -> object:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
+        peak = tracemalloc.get_traced_memory()[1] if TRACE else 0
+        if TRACE:
+            tracemalloc.stop()
     stats["cases"] += 1
     stats["max_seconds"] = max(stats["max_seconds"], time.perf_counter() - t0)
     stats["peak_bytes"] = max(stats["peak_bytes"], peak)
@@ -726,3 +729,39 @@ def _one_image(ext: str, data: bytes) -> Path:
 def test_hostile_file(case):
     reader, run_case, data = _hostile_cases()[case]
     run_case(data)
+
+
+RSS_SCRIPT = """
+import json, resource, sys
+sys.path.insert(0, sys.argv[1])
+import test_fuzz_readers as T
+T.TRACE = False
+cases = T._hostile_cases()
+T._read_all  # imports done by the first case; measure from after a harmless one
+cases[0][1](cases[0][2])
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+growth = []
+for reader, run, data in cases:
+    run(data)
+    growth.append((reader, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base))
+print(json.dumps(growth))
+"""
+
+
+@pytest.mark.slow
+def test_hostile_files_do_not_grow_resident_memory():
+    """tracemalloc sees Python and NumPy allocations only; Pillow and HDF5 allocate in C.  The
+    peak resident size of a process reading every hand-made hostile file, one after another,
+    may not grow by more than 64 MiB over the process that read the first (harmless) one."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(Path(__file__).parent)], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    growth = json.loads(out.stdout.strip().splitlines()[-1])
+    worst = max(kib for _, kib in growth)
+    report = os.environ.get("NETSPEC_FUZZ_REPORT")
+    if report:
+        Path(report + ".rss").write_text(json.dumps({"max_rss_growth_kib": worst, "per_case": growth}))
+    assert worst < 64 * 1024, growth
