@@ -21,6 +21,7 @@ the layer.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,7 +179,9 @@ def decode_blob(buf: bytes, start: int, end: int) -> Blob:
     # Caffe compares unset legacy dims as 0 (the proto default), as ShapeEquals does
     leg = tuple(v or 0 for v in legacy) if has_legacy else None
     blob = Blob(data, shape, leg, start)
-    expected = int(np.prod(blob.dims)) if blob.dims else 1
+    if any(d < 0 for d in blob.dims):
+        raise WireError(f"a blob of shape {list(blob.dims)}: a dimension is negative", start)
+    expected = math.prod(blob.dims)   # Python integers: np.prod wraps a hostile [2**32, 2**32] to 0
     if (shape is not None or has_legacy) and expected != data.size:
         raise WireError(f"a blob of shape {list(blob.dims)} holds {data.size} values instead of {expected}", start)
     return blob
