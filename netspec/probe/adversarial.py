@@ -176,8 +176,11 @@ def attack_picture(model, x: np.ndarray, labels: np.ndarray, t: Table, method: s
         grid.add(P.to_rgb(d, -e, e) if e else P.symmetric(d), f"max {np.abs(d).max():.3g}")
     for i in range(n):
         k = int(p[i].argmax())
-        mark = "" if k == int(t.clean_prob[i].argmax()) else " *"
-        grid.add(_show(model, adv[i]), [f"{p[i, k]:.2f} {model.class_name(k)}{mark}"])
+        mark = "" if k == int(t.clean_prob[i].argmax()) else "*"
+        lines = [f"{mark}{p[i, k]:.2f} {model.class_name(k)}"]
+        if t.targets is not None:
+            lines.append(f"target {model.class_name(int(t.targets[i]))}")
+        grid.add(_show(model, adv[i]), lines)
     return grid
 
 
