@@ -347,6 +347,11 @@ class Solver:
                 self.log.info(f"Iteration {self.iter}, loss = {_fmt(self.smoothed_loss)}")
             if cfg["test_interval"] and self.iter % cfg["test_interval"] == 0:
                 self.test_all()
+            if self.failed_snapshots and self.comm.is_root:
+                done = sorted(set(self.failed_snapshots))
+                self.log.warning(f"{len(done)} snapshot(s) could not be written (iteration"
+                                 f"{'s' if len(done) > 1 else ''} {', '.join(map(str, done))}; snapshot_failure: "
+                                 f"continue); the final one is {self.last_snapshot}")
             self.log.info("Optimization Done.")
             return 0
         finally:
