@@ -422,3 +422,17 @@ def test_cuda_gradients_equal_cpu(tiny):
     for a, b in zip(got["cpu"], got["cuda"]):
         assert np.allclose(a, b, rtol=1e-4, atol=1e-6)
     assert np.abs(got["cpu"][0]).max() > 0
+
+
+def test_inputs_from_a_file_relative_to_the_working_folder(tmp_path, monkeypatch, model, test200):
+    """SOURCE:INDEX and SOURCE:N read any file a Data layer could, relative to where the command runs."""
+    raw = np.clip(np.round(test200.x[:6] * 256), 0, 255).astype(np.uint8)
+    np.savez(tmp_path / "rec.npz", data=raw, label=test200.labels[:6])
+    monkeypatch.chdir(tmp_path)
+    f = _json(_run(["visualize", ZOO, "--what", "saliency", "--input", "rec.npz:4", "-o", "s.png", "--json"]))
+    assert f["predicted"] == int(model.forward(test200.x[4:5])["prob"].argmax())
+    f = _json(_run(["adversarial", ZOO, "--images", "rec.npz:6", "--epsilon", "0", "--method", "fgsm",
+                    "-o", "a.png", "--json"]))
+    clean = (model.forward(test200.x[:6])["prob"].argmax(axis=1) == test200.labels[:6]).mean()
+    assert f["images"] == 6 and f["clean_accuracy"] == pytest.approx(clean)
+    assert (tmp_path / "s.png").is_file() and (tmp_path / "a.png").is_file()

@@ -68,7 +68,15 @@ def _phase_source(model, phase: str, option: str) -> str:
 
 
 def _source_of(model, name: str, option: str) -> str:
-    return _phase_source(model, name, option) if name in ("test", "train") else name
+    """The source an argument names; a file path given on the command line is relative to the
+    working folder (the net's own sources are relative to the net file, as in the net)."""
+    if name in ("test", "train"):
+        return _phase_source(model, name, option)
+    from netspec.data import catalog
+
+    if name.partition(":")[0] in catalog.BUILTINS or name.startswith("memory:"):
+        return name
+    return str(Path(name).expanduser().absolute())
 
 
 def read(model, source: str, index: np.ndarray, option: str) -> Inputs:
