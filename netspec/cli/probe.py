@@ -16,8 +16,11 @@ net_arg = click.argument("net", metavar="NET")
 weights_opt = click.option("--weights", metavar="W", default=None,
                            help="a .safetensors weights file or zoo:<name> [default: the entry's own weights when "
                                 "NET is zoo:<name>]")
-output_opt = click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-                          help="the PNG to write [default: <what>.png]")
+def output_opt(default: str):
+    return click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+                        help=f"the PNG to write [default: {default}]")
+
+
 json_opt = click.option("--json", "as_json", is_flag=True, help="print the figures as JSON on stdout")
 zoom_opt = click.option("--zoom", type=click.IntRange(1, 32), default=None,
                         help="pixels per input pixel in the picture [default: by picture]")
@@ -101,7 +104,7 @@ def _channels(text: str | None):
 @click.option("--seed", type=int, default=0, show_default=True)
 @zoom_opt
 @opt.device
-@output_opt
+@output_opt("<what>.png, e.g. class.png")
 @json_opt
 def visualize(net, weights, what, layer, input_, blobs, class_, blob, channel, position, iterations, step, decay,
               jitter, blur_every, blur_sigma, tv, clip, start, objective, seed, zoom, device, output, as_json):
@@ -210,7 +213,7 @@ def _floats(text: str, option: str) -> list[float]:
 @click.option("--seed", type=int, default=0, show_default=True)
 @zoom_opt
 @opt.device
-@output_opt
+@output_opt("adversarial.png, or fooling.png with --fool")
 @json_opt
 def adversarial(net, weights, images, epsilons, methods, steps, step_size, target, show, show_epsilon, fool,
                 confidence, per_class, iterations, step, seed, zoom, device, output, as_json):
