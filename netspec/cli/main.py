@@ -17,7 +17,8 @@ from netspec import __version__
 from netspec.errors import NetspecError
 
 COMMAND_MODULES = ("netspec.cli.net", "netspec.cli.perf", "netspec.cli.data", "netspec.cli.train",
-                   "netspec.cli.convert", "netspec.cli.zoo")
+                   "netspec.cli.convert", "netspec.cli.zoo", "netspec.cli.export", "netspec.cli.probe",
+                   "netspec.cli.predict", "netspec.cli.dashboard")
 
 
 class Group(click.Group):
