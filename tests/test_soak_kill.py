@@ -213,7 +213,7 @@ def test_twenty_kills_then_the_same_result_as_a_straight_run(tmp_path):
             if run.is_dir() else []
         log_lines = (run / "train.log").read_text().splitlines() if (run / "train.log").exists() else [""]
         in_write += bool(temps)
-        in_snapshot += "] Snapshotting" in log_lines[-1]
+        in_snapshot += f" {child.proc.pid} netspec] Snapshotting" in log_lines[-1]   # its own last line
         landed.append("aimed" if k in aimed else ("start" if "Solving " not in out else
                                                    ("write" if temps else "train")))
         if k in aimed:
@@ -259,7 +259,7 @@ def test_twenty_kills_then_the_same_result_as_a_straight_run(tmp_path):
     print(f"\nsoak: {KILLS} SIGKILLs survived ({AIMED} aimed at a snapshot write, {EARLY} drawn in the start-up "
           f"time, {starting} of them before training began); "
           f"{in_write} landed inside a "
-          f"snapshot file's write (a temporary file left), {in_snapshot} during a snapshot (after its first "
-          f"log line); {restores} --resume latest restores checked; landed: {' '.join(landed)}; the final "
+          f"snapshot file's write (a temporary file left), {in_snapshot} during a snapshot (its last log "
+          f"line a Snapshotting one); {restores} --resume latest restores checked; landed: {' '.join(landed)}; the final "
           f"state is iteration {MAX_ITER}, bit for bit the straight run's; startup {startup:.2f} s, "
           f"{1000 * per_iter:.1f} ms per iteration (with its snapshot every other one)")
