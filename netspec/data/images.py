@@ -10,6 +10,7 @@ Caffe's OpenCV decodes when asked).
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 from netspec.errors import DataError
@@ -72,13 +73,12 @@ MAX_DEFLATE_RATIO = 1100   # no image codec packs pixels tighter than deflate's 
 
 
 def _open(path: Path, where: str | None):
-    import warnings
-
     from PIL import Image
 
     at = f" ({where})" if where else ""
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(path)
     except FileNotFoundError:
@@ -114,7 +114,8 @@ def decode(path: Path, channels: int, size: tuple[int, int] | None = None, bgr: 
     from PIL import Image
 
     at = f" ({where})" if where else ""
-    with _open(path, where) as im:
+    with _open(path, where) as im, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)    # Pillow's notes on damaged metadata: errors raise below
         try:
             im = im.convert("L" if channels == 1 else "RGB")
             if size is not None and (im.height, im.width) != tuple(size):
