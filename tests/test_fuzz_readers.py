@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import struct
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -766,3 +767,18 @@ def test_hostile_files_do_not_grow_resident_memory():
     if report:
         Path(report + ".rss").write_text(json.dumps({"max_rss_growth_kib": worst, "per_case": growth}))
     assert worst < 64 * 1024, growth
+
+
+# ---- the bounds themselves ---------------------------------------------------------------------
+def test_the_bounds_catch_an_allocation_a_hang_and_an_unlocated_error(tmp_path, monkeypatch):
+    p = _write(tmp_path, "f.bin", b"x")
+    with pytest.raises(AssertionError, match="MiB traced"):
+        attempt("self-test", lambda path: np.ones(CASE_BYTES // 8 + 1), p)
+    monkeypatch.setattr(sys.modules[__name__], "CASE_SECONDS", 0.2)
+    with pytest.raises(pytest.fail.Exception, match="no answer"):
+        attempt("self-test", lambda path: time.sleep(5), p)
+    with pytest.raises(AssertionError, match="does not name the file"):
+        attempt("self-test", lambda path: (_ for _ in ()).throw(NetspecError("bad", file="elsewhere")), p)
+    with pytest.raises(ZeroDivisionError):
+        attempt("self-test", lambda path: 1 / 0, p)
+    STATS.pop("self-test", None)
