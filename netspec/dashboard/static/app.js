@@ -183,11 +183,12 @@ function redraw(chart) {
   if (old && old.key === key) { old.u.setData(data); return; }
   if (old) old.u.destroy();
   const multi = new Set(list.map(s => s.run.info.id)).size > 1;
+  const short = shortNames(list.map(s => s.run.info.name));
   const series = [{label: "iteration"}].concat(list.map(s => {
     const test = s.label.startsWith("test");
     const raw = s.label === "train loss" || (s.label.startsWith("train ") && chart === "loss" && !s.label.includes("smoothed"));
     return {
-      label: multi ? `${s.run.info.name}: ${s.label}` : s.label,
+      label: multi ? `${short.get(s.run.info.name)}: ${s.label}` : s.label,
       stroke: s.run.colour, width: test ? 2 : (raw ? 1 : 1.5), dash: test ? [6, 4] : undefined,
       alpha: raw ? 0.5 : 1, spanGaps: true, points: {show: test, size: 5},
       // the raw train loss is noisy beside its smoothed twin: shown by a click on its legend entry
@@ -202,6 +203,17 @@ function redraw(chart) {
     legend: {live: true}, cursor: {drag: {x: true, y: false}},
   };
   state.plots[chart] = {u: new uPlot(opts, data, plotBox), key};
+}
+
+// overlaid runs are told apart by what differs in their names ("runs/LeNet/a", "runs/LeNet/b" -> a, b)
+function shortNames(names) {
+  const uniq = [...new Set(names)];
+  let cut = 0;
+  if (uniq.length > 1) {
+    const parts = uniq.map(n => n.split("/"));
+    while (parts.every(p => p.length > cut + 1 && p[cut] === parts[0][cut])) cut++;
+  }
+  return new Map(uniq.map(n => [n, n.split("/").slice(cut).join("/")]));
 }
 
 function tick() {
