@@ -142,3 +142,49 @@ def test_a_data_layer_on_cuda_reads_the_cpus_stream(prefetch, monkeypatch):
                 np.testing.assert_array_equal(u, v)
     finally:
         unregister_arrays("cuda_toy")
+
+
+def test_the_lenet_file_trains_on_cuda_as_on_the_cpu(tmp_path):
+    """models/lenet/train_val.yaml itself (its layers, fillers, lr_mults, real Fashion-MNIST
+    batches), at batch 2 so that the simulator runs it in seconds: `netspec train --device cuda`
+    gives the CPU's losses, test scores and final weights to float32 rounding."""
+    import yaml
+    from click.testing import CliRunner
+
+    from netspec.cli.main import cli
+    from netspec.data.catalog import builtin_files, parse_builtin
+    from netspec.errors import DataError
+    from netspec.io.weights import load_weights
+
+    try:
+        builtin_files(parse_builtin("fashion-mnist:train")[0], "train")
+    except DataError:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    root = Path(__file__).resolve().parent.parent
+    net = yaml.safe_load((root / "models" / "lenet" / "train_val.yaml").read_text())
+    for layer in net["layers"]:
+        if layer["type"] == "Data":
+            layer["batch_size"] = 2
+    net.pop("solver")
+    (tmp_path / "net.yaml").write_text(yaml.safe_dump(net, sort_keys=False))
+    solver = yaml.safe_load((root / "solvers" / "lenet.yaml").read_text())
+    solver.pop("global_batch")
+    solver.update(net="net.yaml", test_iter=1, test_interval=2, display=1, max_iter=3, snapshot=0)
+    (tmp_path / "solver.yaml").write_text(yaml.safe_dump(solver, sort_keys=False))
+    runs = {}
+    for device in ("cpu", "cuda"):
+        rd = tmp_path / device
+        r = CliRunner().invoke(cli, ["train", str(tmp_path / "solver.yaml"), "--device", device, "--run-dir", str(rd),
+                                     "-q"])
+        assert r.exit_code == 0, r.output
+        log = [json.loads(line) for line in (rd / "log.jsonl").read_text().splitlines()]
+        runs[device] = (log, load_weights(rd / "LeNet_iter_3.safetensors"))
+    (log_c, w_c), (log_g, w_g) = runs["cpu"], runs["cuda"]
+    assert [(r["iter"], r["phase"], r["name"]) for r in log_g] == [(r["iter"], r["phase"], r["name"]) for r in log_c]
+    assert len([r for r in log_c if r["phase"] == "TEST"]) >= 4     # tested at 0 and 2, loss and accuracy
+    for rc, rg in zip(log_c, log_g):
+        assert rg["value"] == pytest.approx(rc["value"], rel=1e-5, abs=1e-6), (rc, rg)
+        assert rg["lr"] == rc["lr"]
+    assert w_g.keys() == w_c.keys() and len(w_c) == 8
+    for k in w_c:
+        np.testing.assert_allclose(w_g[k], w_c[k], rtol=1e-5, atol=1e-6, err_msg=k)

@@ -77,7 +77,7 @@ def _check_fd(f, x, g, n=0, count=4, h=1e-3):
         right, left = (f(xp) - f0) / h, (f0 - f(xm)) / h
         if abs(right - left) > 0.05 * max(abs(right), abs(left)):
             continue
-        assert g.ravel()[flat] == pytest.approx((right + left) / 2, rel=2e-2, abs=1e-3 * np.abs(g).max())
+        assert g.ravel()[flat] == pytest.approx((right + left) / 2, rel=2e-2, abs=float(1e-3 * np.abs(g).max()))
         checked += 1
         if checked == count:
             break
