@@ -35,6 +35,7 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
+from netspec.caffe.caffemodel import _varint  # noqa: E402  (protobuf's varint, as the writer makes it)
 from netspec.errors import NetspecError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -375,16 +376,6 @@ def _caffemodel_seed() -> bytes:
               encode_layer("ip1", "InnerProduct", [rng.standard_normal((3, 16)).astype(np.float32)],
                            ["conv1"], ["ip1"])]
     return encode_net("tiny", layers)
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def _blob_with_shape(dims: list[int], nvalues: int) -> bytes:

@@ -108,14 +108,7 @@ def write_blobproto(path: Path, array) -> None:
 
     a = np.ascontiguousarray(array, dtype="<f4")
 
-    def varint(n: int) -> bytes:
-        out = bytearray()
-        while True:
-            b = n & 0x7F
-            n >>= 7
-            out.append(b | (0x80 if n else 0))
-            if not n:
-                return bytes(out)
+    from netspec.caffe.caffemodel import _varint as varint
 
     dims = b"".join(varint(d) for d in a.shape)
     shape_msg = b"\x0a" + varint(len(dims)) + dims
