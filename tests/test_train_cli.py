@@ -110,6 +110,25 @@ def test_errors_are_located_and_exit_1(files):
     assert r.exit_code == 1 and "unknown device 'tpu'" in r.output
 
 
+def test_a_missing_cuda_extra_is_named_before_any_driver_check(files, monkeypatch):
+    """Without numba-cuda, `numba.cuda` is numba's retired target, which reports a missing driver;
+    the error must name the packages (and the extra) instead."""
+    import importlib.util
+
+    from netspec.kernels import cuda as kc
+
+    if kc.simulated():
+        pytest.skip("the simulator needs no GPU packages")
+    real = importlib.util.find_spec
+    for gone, said in ((("numba_cuda", "cupy"), "needs numba-cuda and CuPy, which are not installed"),
+                       (("cupy",), "needs CuPy, which is not installed")):
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, _g=gone: None if name in _g else real(name, *a))
+        monkeypatch.setattr(kc, "_RUNTIMES", {})
+        r = invoke("train", "solver.yaml", "--device", "cuda")
+        assert r.exit_code == 1 and said in r.output and 'pip install -e ".[cuda]"' in r.output, r.output
+        assert "driver" not in r.output and "Traceback" not in r.output
+
+
 def _gpu_usable() -> bool:
     from netspec.core.device import resolve
     from netspec.errors import DeviceError

@@ -79,6 +79,17 @@ def device_count() -> int:
 def _open(index: int) -> Runtime:
     if index < 0:
         raise DeviceError(f"cuda:{index}: a GPU number is 0 or more")
+    if not simulated():
+        # the packages first: without numba-cuda, `numba.cuda` is numba's own retired target, which
+        # would report a missing driver even where the GPU is fine and only the extra is missing
+        import importlib.util
+
+        missing = [name for module, name in (("numba_cuda", "numba-cuda"), ("cupy", "CuPy"))
+                   if importlib.util.find_spec(module) is None]
+        if missing:
+            raise DeviceError(f"--device cuda needs {' and '.join(missing)}, which "
+                              f"{'is' if len(missing) == 1 else 'are'} not installed; install the CUDA "
+                              f"extra with {INSTALL}, or train on the CPU (--device cpu)")
     try:
         from numba import cuda
     except ImportError as e:
