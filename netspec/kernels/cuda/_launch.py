@@ -4,7 +4,8 @@ device array.
 Kernels loop with a grid stride (``for i in range(start, n, step)``), so any grid covers any
 size: on a GPU ``config(n)`` gives 256-thread blocks enough for every element (capped at 16
 blocks per multiprocessor's worth, past which the stride loop does the rest); under the
-simulator, where each thread is a Python thread, it gives 2 blocks of 4 threads.
+simulator, where each thread is a Python thread, it gives 2 blocks of 4 threads (2 blocks of
+one thread over more than ``SIM_MANY`` items).
 """
 
 from __future__ import annotations
@@ -14,11 +15,17 @@ from netspec.kernels.cuda import simulated
 THREADS = 256
 MAX_BLOCKS = 132 * 16          # an H100/H200 has 132 multiprocessors
 SIM = simulated()
+#: under the simulator, launches over more items than this get one thread per block: its threads
+#: take a lock on every device-function call, and with several threads per block that lock and
+#: the GIL can hand over once per switch interval (5 ms), which made a LeNet step take minutes
+SIM_MANY = 4096
 
 
 def config(n: int, threads: int = THREADS) -> tuple[int, int]:
     """(blocks, threads per block) for ``n`` independent items."""
     if SIM:
+        if n > SIM_MANY:
+            return 2, 1
         return (2, 4) if n > 4 else (1, max(1, n))
     return max(1, min(MAX_BLOCKS, -(-n // threads))), threads
 
