@@ -67,7 +67,7 @@ def ip_net():
 def test_varints():
     for n in (0, 1, 127, 128, 300, 2**31, 2**63 - 1):
         assert C.read_varint(v(n), 0, len(v(n))) == (n, len(v(n)))
-    assert C._varint(-1) == v(-1) and len(v(-1)) == 10
+    assert C.encode_varint(-1) == v(-1) and len(v(-1)) == 10
     assert C._signed64(C.read_varint(v(-5), 0, 10)[0]) == -5
     with pytest.raises(C.WireError) as e:
         C.read_varint(b"\x80\x80", 0, 2)

@@ -35,7 +35,7 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
-from netspec.caffe.caffemodel import _varint  # noqa: E402  (protobuf's varint, as the writer makes it)
+from netspec.caffe.caffemodel import encode_varint as _varint  # noqa: E402
 from netspec.errors import NetspecError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

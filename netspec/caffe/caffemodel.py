@@ -243,7 +243,8 @@ def read_caffemodel(path: str | os.PathLike) -> tuple[str, list[SourceLayer]]:
 
 # ---- encoding -------------------------------------------------------------------------------
 
-def _varint(n: int) -> bytes:
+def encode_varint(n: int) -> bytes:
+    """Protobuf's base-128 varint of ``n`` (a negative int32/int64 as its 64-bit two's complement)."""
     if n < 0:
         n += 1 << 64
     out = bytearray()
@@ -258,16 +259,16 @@ def _varint(n: int) -> bytes:
 
 
 def _key(number: int, wire: int) -> bytes:
-    return _varint(number << 3 | wire)
+    return encode_varint(number << 3 | wire)
 
 
 def _len(number: int, payload: bytes) -> bytes:
-    return _key(number, LEN) + _varint(len(payload)) + payload
+    return _key(number, LEN) + encode_varint(len(payload)) + payload
 
 
 def encode_blob(arr: np.ndarray) -> bytes:
     """A BlobProto with ``shape`` and packed values: float32 as data, float64 as double_data."""
-    shape = b"".join(_varint(int(d)) for d in arr.shape)
+    shape = b"".join(encode_varint(int(d)) for d in arr.shape)
     out = _len(7, _len(1, shape) if arr.shape else b"")
     if arr.dtype == np.float64:
         out += _len(8, np.ascontiguousarray(arr, dtype="<f8").tobytes())

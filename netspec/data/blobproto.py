@@ -106,11 +106,12 @@ def write_blobproto(path: Path, array) -> None:
     """Write ``array`` as a BlobProto with ``shape`` and packed float32 ``data`` (what Caffe writes)."""
     import numpy as np
 
+    from netspec.caffe.caffemodel import encode_varint
+
     a = np.ascontiguousarray(array, dtype="<f4")
 
-    from netspec.caffe.caffemodel import _varint as varint
-
-    dims = b"".join(varint(d) for d in a.shape)
-    shape_msg = b"\x0a" + varint(len(dims)) + dims
+    dims = b"".join(encode_varint(d) for d in a.shape)
+    shape_msg = b"\x0a" + encode_varint(len(dims)) + dims
     payload = a.tobytes()
-    Path(path).write_bytes(b"\x3a" + varint(len(shape_msg)) + shape_msg + b"\x2a" + varint(len(payload)) + payload)
+    Path(path).write_bytes(b"\x3a" + encode_varint(len(shape_msg)) + shape_msg
+                           + b"\x2a" + encode_varint(len(payload)) + payload)
