@@ -93,7 +93,7 @@ def _open(index: int) -> Runtime:
     try:
         from numba import cuda
     except ImportError as e:
-        raise DeviceError(f"--device cuda needs numba-cuda, which is not installed ({e}); install the "
+        raise DeviceError(f"--device cuda needs numba-cuda, which cannot be imported ({e}); install the "
                           f"CUDA extra with {INSTALL}, or train on the CPU (--device cpu)") from None
     if simulated():
         if index != 0:
@@ -125,8 +125,8 @@ def _open(index: int) -> Runtime:
     try:
         import cupy
     except ImportError as e:
-        raise DeviceError(f"--device cuda needs CuPy (cuBLAS and GPU arrays), which is not installed "
-                          f"({e}); install the CUDA extra with {INSTALL}") from None
+        raise DeviceError(f"--device cuda needs CuPy (cuBLAS and GPU arrays), which cannot be imported "
+                          f"({e}); install the CUDA extra again with {INSTALL}") from None
     try:
         with cupy.cuda.Device(index):
             cupy.zeros(1, dtype=cupy.float32).sum().item()
