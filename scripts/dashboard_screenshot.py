@@ -9,6 +9,7 @@ Takes about two minutes on two cores."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import socket
@@ -60,7 +61,6 @@ def last_iteration(log: Path) -> int:
         lines = log.read_text().splitlines()
     except OSError:
         return 0
-    import json
     for line in reversed(lines):
         try:
             rec = json.loads(line)
