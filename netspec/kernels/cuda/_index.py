@@ -1,8 +1,19 @@
-"""Device functions that kernels share: a flat thread index taken apart into array indices."""
+"""Device functions that kernels share: a flat thread index taken apart into array indices,
+and a loaded value widened to at least float32."""
 
 from __future__ import annotations
 
+from numba import float32
+
 from netspec.kernels.jit import cuda_device
+
+
+@cuda_device
+def widen(x):
+    # x, at least float32: a float16 element (a half-width activation) becomes float32, float32
+    # and float64 are unchanged.  Kernels widen before a math function, which numba-cuda would
+    # otherwise evaluate in float16 (hexp), or before two float16 values meet.
+    return x + float32(0.0)
 
 
 @cuda_device

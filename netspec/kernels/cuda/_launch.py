@@ -68,9 +68,40 @@ def shared_args(args) -> tuple:
     """Under the simulator, hand kernels the arrays' own memory.  Given NumPy arrays, numba's
     simulator runs a kernel on a copy of each and copies them all back in argument order, so an
     in-place call (``out`` the same memory as ``inp``) ends with ``inp``'s untouched copy written
-    over the results; on a GPU both are one buffer, as they are here."""
+    over the results; on a GPU both are one buffer, as they are here.  A float16 array reads as
+    float32 values (see ``_half_array``)."""
     import numpy as np
     from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
 
-    return tuple(FakeCUDAArray(a.view(np.ndarray)) if isinstance(a, np.ndarray) and a.ndim > 0 else a
-                 for a in args)
+    def share(a):
+        if not isinstance(a, np.ndarray) or a.ndim == 0:
+            return a
+        a = a.view(np.ndarray)
+        return _half_array()(a) if a.dtype == np.float16 else FakeCUDAArray(a)
+
+    return tuple(share(a) for a in args)
+
+
+_HALF_ARRAY = None
+
+
+def _half_array():
+    """The simulator's view of a float16 device array: an element reads as float32, and a store
+    rounds to float16 (NumPy's assignment, round to nearest even).  A GPU kernel compiled for a
+    float16 array widens each load too as soon as it meets a float32 or float64 operand (a
+    sum started from ``0.0``, a scale argument), where NumPy's float16 scalars would do the
+    arithmetic, and keep the sums, in float16."""
+    global _HALF_ARRAY
+    if _HALF_ARRAY is None:
+        import numpy as np
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+        class HalfArray(FakeCUDAArray):
+            def __getitem__(self, idx):
+                ret = self._ary[idx]
+                if isinstance(ret, np.ndarray):
+                    return HalfArray(ret, stream=self.stream)
+                return np.float32(ret)
+
+        _HALF_ARRAY = HalfArray
+    return _HALF_ARRAY

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 from netspec.kernels.cpu.neuron import BNLL_THRESHOLD
+from netspec.kernels.cuda._index import widen
 from netspec.kernels.cuda._launch import launch
 from netspec.kernels.jit import cuda_kernel, cuda_module
 
@@ -45,7 +46,7 @@ def relu_backward(dinp, dout, out, negative_slope):
 @cuda_kernel
 def _sigmoid_forward(out, inp):
     for i in range(cuda.grid(1), inp.size, cuda.gridsize(1)):
-        x = inp[i]
+        x = widen(inp[i])
         e = math.exp(-abs(x))
         r = 1.0 / (1.0 + e)
         out[i] = r if x >= 0 else e * r
@@ -71,7 +72,7 @@ def sigmoid_backward(dinp, dout, out):
 @cuda_kernel
 def _tanh_forward(out, inp):
     for i in range(cuda.grid(1), inp.size, cuda.gridsize(1)):
-        out[i] = math.tanh(inp[i])
+        out[i] = math.tanh(widen(inp[i]))
 
 
 def tanh_forward(out, inp):
@@ -142,7 +143,7 @@ def prelu_backward(dinp, dslope, dout, inp, slope, div, need_dinp):
 @cuda_kernel
 def _elu_forward(out, inp, alpha):
     for i in range(cuda.grid(1), inp.size, cuda.gridsize(1)):
-        x = inp[i]
+        x = widen(inp[i])
         out[i] = x if x > 0 else alpha * (math.exp(x) - 1.0)
 
 
@@ -166,7 +167,7 @@ def elu_backward(dinp, dout, out, inp, alpha):
 @cuda_kernel
 def _swish_forward(out, sig, inp, beta):
     for i in range(cuda.grid(1), inp.size, cuda.gridsize(1)):
-        x = inp[i]
+        x = widen(inp[i])
         z = beta * x
         e = math.exp(-abs(z))
         r = 1.0 / (1.0 + e)
@@ -219,7 +220,7 @@ def absval_backward(dinp, dout, inp):
 @cuda_kernel
 def _bnll_forward(out, inp):
     for i in range(cuda.grid(1), inp.size, cuda.gridsize(1)):
-        x = inp[i]
+        x = widen(inp[i])
         out[i] = x + math.log1p(math.exp(-x)) if x > 0 else math.log1p(math.exp(x))
 
 
@@ -243,7 +244,7 @@ def bnll_backward(dinp, dout, inp):
 @cuda_kernel
 def _bnll_backward_inplace(dinp, dout, out):
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        dinp[i] = dout[i] * -math.expm1(-out[i])
+        dinp[i] = dout[i] * -math.expm1(-widen(out[i]))
 
 
 def bnll_backward_inplace(dinp, dout, out):

@@ -11,6 +11,8 @@ their gradients in an unspecified order, which can change the last bits between 
 
 from __future__ import annotations
 
+import numpy as np
+
 from netspec.kernels.cuda._index import unravel4
 from netspec.kernels.cuda._launch import launch
 from netspec.kernels.jit import cuda_kernel, cuda_module
@@ -90,10 +92,15 @@ def _index_scatter(df, gf, jf, plane_in, plane_out):
 def index_pool_backward(dinp, dout, index):
     # dinp: (N, C, H, W) (overwritten); dout, index: (N, C, OH, OW).  Each output's gradient goes
     # to the one element it took; overlapping windows add (atomically).
+    # float16 gradients (half-width activations) are summed in a float32 buffer and stored once:
+    # there is no float16 atomic add in numba-cuda, and float32 sums are what the CPU makes
     df = dinp.reshape(-1)
-    launch(_fill_zero, df.size, df)
-    launch(_index_scatter, dout.size, df, dout.reshape(-1), index.reshape(-1), dinp.shape[2] * dinp.shape[3],
+    acc = df if df.dtype != np.float16 else np.empty_like(df, dtype=np.float32)   # (on df's device)
+    launch(_fill_zero, acc.size, acc)
+    launch(_index_scatter, dout.size, acc, dout.reshape(-1), index.reshape(-1), dinp.shape[2] * dinp.shape[3],
            dout.shape[2] * dout.shape[3])
+    if acc is not df:
+        df[...] = acc
 
 
 @cuda_kernel

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from netspec.kernels.cuda._index import widen
 from netspec.kernels.cuda._launch import launch
 from netspec.kernels.jit import cuda_kernel, cuda_module
 
@@ -26,13 +27,13 @@ def _softmax_forward(out, inp):
     for t in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
         o = t // inner
         i = t % inner
-        m = inp[o, 0, i]
+        m = widen(inp[o, 0, i])
         for k in range(1, c):
             if inp[o, k, i] > m:
-                m = inp[o, k, i]
+                m = widen(inp[o, k, i])
         s = 0.0
         for k in range(c):
-            e = math.exp(inp[o, k, i] - m)
+            e = math.exp(widen(inp[o, k, i]) - m)
             out[o, k, i] = e
             s += float(out[o, k, i])
         for k in range(c):
