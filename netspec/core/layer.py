@@ -17,6 +17,8 @@ Runtime rules every layer follows:
 
 from __future__ import annotations
 
+import numpy as np
+
 import textwrap
 from typing import Any, ClassVar, Sequence
 
@@ -70,6 +72,14 @@ def count(shape: Sequence[int], start: int = 0, end: int | None = None) -> int:
     for d in list(shape)[start:end]:
         n *= int(d)
     return n
+
+
+def wide_dtype(a) -> np.dtype:
+    """The precision a layer sums in, and keeps its scratch, statistics, losses, counts and
+    param-gradient partials in, for blob ``a``: the blob's own, but at least float32 (float16
+    blobs are the half-width activations of ``precision: float16`` on a GPU, whose sums, and
+    indices and counts above 2,048, need float32)."""
+    return np.promote_types(a.dtype, np.float32)
 
 
 def canonical_axis(axis: int, ndim: int) -> int | None:

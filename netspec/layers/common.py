@@ -6,7 +6,7 @@ import numpy as np
 
 from netspec.core import device as D
 from netspec.core.device import kernels
-from netspec.core.layer import Layer, count, register
+from netspec.core.layer import Layer, count, register, wide_dtype
 from netspec.errors import DataError
 from netspec.spec import types as T
 
@@ -63,7 +63,7 @@ class InnerProduct(Layer):
         self.transpose = bool(self.p.get("transpose"))
         self.bias = "bias" in self.params
         self.n = self.p["num_output"]
-        dt = bottom[0].data.dtype
+        dt = wide_dtype(bottom[0].data)
         self._zero_bias = D.zeros(self.n, dt)    # the kernels' bias when there is none
         w = self.params["weight"]
         self._db = D.empty(self.n, np.float64)
@@ -244,7 +244,7 @@ class Embed(Layer):
         self.n = self.p["num_output"]
         self.input_dim = self.p["input_dim"]
         self.bias = "bias" in self.params
-        self._db = D.empty(self.n, dtype=top[0].data.dtype)
+        self._db = D.empty(self.n, dtype=wide_dtype(top[0].data))
 
     def forward(self, bottom, top):
         index = bottom[0].data.reshape(-1)
@@ -262,5 +262,5 @@ class Embed(Layer):
         dy = top[0].grad.reshape(self.m, self.n)
         self.K.embed_backward(self.params["weight"].grad, dy, bottom[0].data.reshape(-1))
         if self.bias:
-            np.sum(dy, axis=0, out=self._db)
+            np.sum(dy, axis=0, dtype=self._db.dtype, out=self._db)
             self.params["bias"].grad += self._db

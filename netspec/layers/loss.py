@@ -18,7 +18,7 @@ import numpy as np
 
 from netspec.core import device as D
 from netspec.core.device import kernels, to_host
-from netspec.core.layer import Layer, count, register
+from netspec.core.layer import Layer, count, register, wide_dtype
 from netspec.spec import types as T
 
 LOSS_PROPS = {
@@ -107,7 +107,7 @@ class SoftmaxWithLoss(Loss):
         shape = bottom[0].shape
         axis = self.axis(self.p.get("axis", 1), len(shape))
         self.outer, self.c, self.inner = count(shape, 0, axis), shape[axis], count(shape, axis + 1)
-        dt = bottom[0].data.dtype
+        dt = wide_dtype(bottom[0].data)
         self.prob = top[1].data if len(top) > 1 else D.empty(shape, dt)
         self.losses = D.empty((self.outer, self.inner), dt)
         self.valid = D.empty((self.outer, self.inner), dt)
@@ -162,7 +162,7 @@ class SigmoidCrossEntropyLoss(Loss):
         self.K = kernels("loss")
         shape = bottom[0].shape
         self.num, self.dim = shape[0], count(shape, 1)
-        dt = bottom[0].data.dtype
+        dt = wide_dtype(bottom[0].data)
         self.losses = D.empty(self.num, dt)
         self.valid = D.empty(self.num, dt)
         # this layer's default is BATCH_SIZE, not VALID (Caffe's sigmoid_cross_entropy_loss_layer.cpp)
@@ -210,7 +210,7 @@ class EuclideanLoss(Loss):
         self.K = kernels("loss")
         shape = bottom[0].shape
         self.num, self.dim = shape[0], count(shape, 1)
-        dt = bottom[0].data.dtype
+        dt = wide_dtype(bottom[0].data)
         self.diff = D.empty((self.num, self.dim), dt)
         self.losses = D.empty(self.num, dt)
 
@@ -246,7 +246,7 @@ class HingeLoss(Loss):
         self.K = kernels("loss")
         shape = bottom[0].shape
         self.num, self.dim = shape[0], count(shape, 1)
-        dt = bottom[0].data.dtype
+        dt = wide_dtype(bottom[0].data)
         self.margins = D.empty((self.num, self.dim), dt)
         self.losses = D.empty(self.num, dt)
         self.norm = 2 if self.p.get("norm", "L1") == "L2" else 1
@@ -295,7 +295,7 @@ class ContrastiveLoss(Loss):
         self.K = kernels("loss")
         shape = bottom[0].shape
         self.num, self.dim = shape[0], count(shape, 1)
-        dt = bottom[0].data.dtype
+        dt = wide_dtype(bottom[0].data)
         self.diff = D.empty((self.num, self.dim), dt)
         self.dist_sq = D.empty(self.num, dt)
         self.losses = D.empty(self.num, dt)
@@ -358,7 +358,7 @@ class InfogainLoss(Loss):
         shape = bottom[0].shape
         axis = self.axis(self.p.get("axis", 1), len(shape))
         self.outer, self.c, self.inner = count(shape, 0, axis), shape[axis], count(shape, axis + 1)
-        dt = bottom[0].data.dtype
+        dt = wide_dtype(bottom[0].data)
         self.prob = top[1].data if len(top) > 1 else D.empty(shape, dt)
         self.losses = D.empty((self.outer, self.inner), dt)
         self.valid = D.empty((self.outer, self.inner), dt)
@@ -422,7 +422,7 @@ class MultinomialLogisticLoss(Loss):
         self.K = kernels("loss")
         shape = bottom[0].shape
         self.num, self.dim = shape[0], count(shape, 1)
-        self.losses = D.empty(self.num, bottom[0].data.dtype)
+        self.losses = D.empty(self.num, wide_dtype(bottom[0].data))
 
     def forward(self, bottom, top):
         label = bottom[1].data.reshape(-1)

@@ -20,7 +20,7 @@ import numpy as np
 
 from netspec.core import device as D
 from netspec.core.device import kernels
-from netspec.core.layer import Layer, count, register
+from netspec.core.layer import Layer, count, register, wide_dtype
 from netspec.spec import types as T
 
 
@@ -146,7 +146,7 @@ class PReLU(Neuron):
         shape = bottom[0].shape
         self.dims = (shape[0], shape[1], count(shape, 2))
         self.div = shape[1] if self.p.get("channel_shared") else 1   # channel -> slope index divisor
-        self._dslope = D.empty(shape[1], bottom[0].data.dtype)  # per-channel slope grads
+        self._dslope = D.empty(shape[1], wide_dtype(bottom[0].data))  # per-channel slope grads
 
     def forward(self, bottom, top):
         self.save_input(bottom)
@@ -203,7 +203,7 @@ class Swish(Neuron):
     def setup(self, bottom, top):
         super().setup(bottom, top)
         self.beta = float(self.p.get("beta", 1.0))
-        self._sig = D.empty(bottom[0].count, bottom[0].data.dtype)  # sigmoid(beta x)
+        self._sig = D.empty(bottom[0].count, wide_dtype(bottom[0].data))  # sigmoid(beta x)
 
     def forward(self, bottom, top):
         self.K.swish_forward(top[0].data.reshape(-1), self._sig, bottom[0].data.reshape(-1), self.beta)

@@ -11,7 +11,7 @@ import numpy as np
 
 from netspec.core import device as D
 from netspec.core.device import kernels
-from netspec.core.layer import Layer, count, register
+from netspec.core.layer import Layer, count, register, wide_dtype
 from netspec.spec import types as T
 
 
@@ -60,8 +60,8 @@ class LRN(Layer):
         self.k = float(self.p.get("k", 1.0))
         self.across = self.p.get("norm_region", "ACROSS_CHANNELS") == "ACROSS_CHANNELS"
         self.dims = (n, c, h * w) if self.across else (n * c, h, w)
-        self._scale = D.empty(self.dims, bottom[0].data.dtype)  # k + alpha/n sum x^2, for backward
-        self._tmp = D.empty(self.dims, bottom[0].data.dtype)    # kernel scratch
+        self._scale = D.empty(self.dims, wide_dtype(bottom[0].data))  # k + alpha/n sum x^2, for backward
+        self._tmp = D.empty(self.dims, wide_dtype(bottom[0].data))    # kernel scratch
 
     def forward(self, bottom, top):
         x, y = bottom[0].data.reshape(self.dims), top[0].data.reshape(self.dims)
@@ -138,7 +138,7 @@ class BatchNorm(Layer):
         self.eps = float(self.p.get("eps", 1e-5))
         m = count(shape) // c
         self.correction = m / (m - 1) if m > 1 else 1.0  # biased -> unbiased variance
-        dt = bottom[0].data.dtype
+        dt = wide_dtype(bottom[0].data)
         self._mean = D.zeros(c, np.float64)      # float64 statistics, whatever the blob dtype
         self._var = D.zeros(c, np.float64)
         self._inv_std = D.zeros(c, np.float64)
@@ -336,7 +336,7 @@ class Scale(Layer):
         operand = bottom[1].shape if self.two else self.params["scale"].data.shape
         self.dims = _affine_dims(self, bottom[0].shape, operand)
         self.bias = "bias" in self.params
-        dtype = bottom[0].data.dtype
+        dtype = wide_dtype(bottom[0].data)
         self._dscale = D.empty(self.dims[1], dtype)
         self._dbias = D.empty(self.dims[1], dtype)
         # in place, the gradient of gamma needs the input forward overwrote (as Caffe's temp_).
@@ -440,7 +440,7 @@ class Bias(Layer):
         self.two = len(bottom) == 2
         operand = bottom[1].shape if self.two else self.params["bias"].data.shape
         self.dims = _affine_dims(self, bottom[0].shape, operand)
-        self._dbias = D.empty(self.dims[1], bottom[0].data.dtype)
+        self._dbias = D.empty(self.dims[1], wide_dtype(bottom[0].data))
 
     def _beta(self, bottom) -> np.ndarray:
         return (bottom[1].data if self.two else self.params["bias"].data).reshape(-1)

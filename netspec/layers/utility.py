@@ -11,7 +11,7 @@ import numpy as np
 
 from netspec.core import device as D
 from netspec.core.device import kernels
-from netspec.core.layer import Layer, count, register
+from netspec.core.layer import Layer, count, register, wide_dtype
 from netspec.spec import types as T
 
 
@@ -230,8 +230,9 @@ class Eltwise(Layer):
     def setup(self, bottom, top):
         self.K = kernels("utility")
         self.op = self.p.get("operation", "SUM")
-        # coefficients in the blobs' dtype, so float32 kernels stay in float32 arithmetic
-        dt = bottom[0].data.dtype.type
+        # coefficients in the blobs' dtype (float32 for float16 ones), so float32 kernels stay in
+        # float32 arithmetic
+        dt = wide_dtype(bottom[0].data).type
         self.coeff = [dt(c) for c in (self.p.get("coeff") or [1.0] * len(bottom))]
         self.stable = bool(self.p.get("stable_prod_grad", True))
         size = bottom[0].count
@@ -485,7 +486,7 @@ class ArgMax(Layer):
         else:
             self.outer, self.dim, self.inner = shape[0], count(shape, 1), 1
         # receives whichever of indices / values the top does not hold (on the blobs' device)
-        self.scratch = D.empty((self.outer, self.k, self.inner), dtype=bottom[0].data.dtype)
+        self.scratch = D.empty((self.outer, self.k, self.inner), dtype=wide_dtype(bottom[0].data))
 
     def forward(self, bottom, top):
         inp = bottom[0].data.reshape(self.outer, self.dim, self.inner)

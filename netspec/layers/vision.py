@@ -127,7 +127,18 @@ class ConvAlgo:
     def __init__(self, g: ConvShape, dtype, K):
         self.g = g
         self.K = K
-        self.dtype = np.dtype(dtype)
+        self.dtype = np.dtype(dtype)     # of the weights, the scratch buffers and the sums
+
+    @staticmethod
+    def dot(a, b, out) -> None:
+        """``out = a @ b``.  Float16 blobs (half-width activations on a GPU) beside float32
+        weights go through the GPU's GEMM, which sums them in float32 and rounds once."""
+        if a.dtype == b.dtype == out.dtype:
+            np.dot(a, b, out=out)
+        else:
+            from netspec.kernels.cuda._blas import gemm
+
+            gemm(out, a, b)
 
 
 class PointwiseGemm(ConvAlgo):
@@ -162,9 +173,9 @@ class PointwiseGemm(ConvAlgo):
         for n in range(g.n):
             for gm, gc in self._groups():
                 if y is not None:
-                    np.dot(w2[gm], x[n, gc], out=y[n, gm])          # (mg, cg) (cg, P) -> (mg, P)
+                    self.dot(w2[gm], x[n, gc], y[n, gm])          # (mg, cg) (cg, P) -> (mg, P)
                 if dw2 is not None:
-                    np.dot(x[n, gc], dy[n, gm].T, out=self.dwt)     # (cg, P) (P, mg) -> (cg, mg)
+                    self.dot(x[n, gc], dy[n, gm].T, self.dwt)     # (cg, P) (P, mg) -> (cg, mg)
                     dw2[gm] += self.dwt.T
 
     def backward(self, dy, w, dx=None, x=None, dw=None):
@@ -175,7 +186,7 @@ class PointwiseGemm(ConvAlgo):
             w2 = w.reshape(g.m, -1)
             for n in range(g.n):
                 for gm, gc in self._groups():
-                    np.dot(w2[gm].T, dy[n, gm], out=dx[n, gc])      # (cg, mg) (mg, P) -> (cg, P)
+                    self.dot(w2[gm].T, dy[n, gm], dx[n, gc])      # (cg, mg) (mg, P) -> (cg, P)
 
 
 class Im2colGemm(ConvAlgo):
@@ -637,7 +648,8 @@ class _ConvBase(Layer):
         self.bshape = (n, shape[axis], count(shape, axis + 1))
         tshape = top[0].shape
         self.tshape = (n, tshape[axis], count(tshape, axis + 1))
-        dtype = bottom[0].data.dtype
+        # the weights' precision: float16 blobs (precision: float16 on a GPU) are summed in float32
+        dtype = np.promote_types(bottom[0].data.dtype, np.float32)
         kind = D.current().kind
         names = conv_algo_names(g, kind)
         want = self.p.get("algorithm", "auto")
