@@ -48,17 +48,22 @@ class LayerHarness:
     ``inplace=True`` makes top 0 the same blob as bottom 0.  ``device="cuda"`` runs the layer on
     the GPU (or the simulator): blobs and params live there, and every array the harness
     returns is a host copy, so results compare directly with a CPU harness.
+    ``storage=np.float16`` makes the activations half-width buffers, as a Net with
+    ``precision: float16`` has them on a GPU: the bottoms, the tops of a differentiable layer
+    (a loss layer's loss top excepted) and all their gradients; params stay ``dtype``.
     """
 
     def __init__(self, fields: dict, bottoms: Sequence[np.ndarray], *, phase: str = "TRAIN",
                  dtype=np.float64, seed: int = 0, params: dict[str, np.ndarray] | None = None,
                  random_params: bool = False, inplace: bool = False, validate: bool = True,
-                 device: "str | D.Device | None" = None):
+                 device: "str | D.Device | None" = None, storage=None):
         self.device = D.resolve(device) if device is not None else D.current()
         with D.use(self.device):
-            self._build(fields, bottoms, phase, dtype, seed, params, random_params, inplace, validate)
+            self._build(fields, bottoms, phase, dtype, seed, params, random_params, inplace, validate,
+                        storage)
 
-    def _build(self, fields, bottoms, phase, dtype, seed, params, random_params, inplace, validate):
+    def _build(self, fields, bottoms, phase, dtype, seed, params, random_params, inplace, validate,
+               storage=None):
         dev = self.device
         f = dict(fields)
         f.setdefault("name", "layer")
@@ -75,7 +80,8 @@ class LayerHarness:
         self.dtype = np.dtype(dtype)
         self.seed = seed
         self.inputs = [np.array(b, dtype=self.dtype) for b in bottoms]
-        self.bottom = [Blob(name, dev.asarray(x.copy()), dev.zeros(x.shape, self.dtype))
+        act = np.dtype(storage) if storage is not None else self.dtype    # bottoms' and tops' type
+        self.bottom = [Blob(name, dev.asarray(x.astype(act)), dev.zeros(x.shape, act))
                        for name, x in zip(self.spec.get("bottom", []), self.inputs)]
         shapes = [x.shape for x in self.inputs]
         self.top_shapes = [tuple(s) for s in self.layer.reshape(shapes)]
@@ -92,6 +98,9 @@ class LayerHarness:
             else:
                 fill(data, fillers.get(name, {"type": "constant"}), rng)
             self.params[name] = Blob(name, dev.asarray(data), dev.zeros(shp, self.dtype))
+        from netspec.graph.plan import _loss_weights
+
+        weighted = _loss_weights(self.spec, cls, len(self.top_shapes))
         self.top: list[Blob] = []
         for j, (t, s) in enumerate(zip(self.spec["top"], self.top_shapes)):
             if j < len(self.bottom) and self.spec.get("bottom", [])[j] == t:
@@ -99,9 +108,11 @@ class LayerHarness:
             elif self.layer.view and j == 0:
                 self.top.append(Blob(t, self.bottom[0].data.reshape(s), self.bottom[0].grad.reshape(s)))
             elif cls.type == "Split":
-                self.top.append(Blob(t, self.bottom[0].data, dev.zeros(s, self.dtype)))
+                self.top.append(Blob(t, self.bottom[0].data, dev.zeros(s, act)))
             else:
-                self.top.append(Blob(t, dev.zeros(s, self.dtype), dev.zeros(s, self.dtype)))
+                half = self.bottom and not cls.is_data and cls.differentiable and not weighted[j]
+                tdt = act if half else self.dtype
+                self.top.append(Blob(t, dev.zeros(s, tdt), dev.zeros(s, tdt)))
         self.layer.params = self.params
         self.reset_rng()
         self.layer.setup(self.bottom, self.top)

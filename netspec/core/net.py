@@ -11,8 +11,10 @@ live there (params are filled on the host from the same generator, then copied o
 a CPU and a GPU net with one seed start from the same weights).
 
 ``precision=`` ``float16`` or ``bfloat16`` keeps activations and their gradients at that
-precision: each layer's tops are rounded to it after the layer's forward, and each gradient it
-propagates after its backward (the value a half-precision buffer would hold), while params, their
+precision.  On a GPU with float16 they live in float16 buffers (half the memory and memory
+traffic; see ``half_storage``).  Elsewhere each layer's tops are rounded to it after the
+layer's forward, and each gradient it propagates after its backward (the value a half-precision
+buffer would hold: the numbers are the same, the memory is not halved).  Params, their
 gradients and the kernels' sums stay float32 (the master weights and the accumulation of mixed
 precision training).  Data, labels, losses and metrics stay float32 (a label of 300 is not a
 bfloat16 value).  ``loss_scale`` multiplies the loss gradient that backward starts from, so that
@@ -42,6 +44,16 @@ _SPLITS_ITSELF = frozenset({"Convolution", "Deconvolution", "InnerProduct"})
 PRECISIONS = {"float32": None, "float16": "round_float16", "bfloat16": "round_bfloat16"}
 
 
+def half_storage(precision: str, device: "D.Device", dtype=np.float32) -> bool:
+    """Whether a net of this precision keeps activations in float16 buffers: with
+    ``precision: float16`` on a GPU (whose kernels compile for float16 arrays, and whose GEMMs
+    sum them in float32), unless ``NETSPEC_HALF_STORAGE=0`` asks for float32 buffers rounded to
+    float16 values, as on the CPU.  bfloat16 is always rounded in float32 buffers: neither
+    NumPy, CuPy's GEMMs nor numba-cuda's array loads have a bfloat16 element type here."""
+    return (precision == "float16" and device.is_cuda and np.dtype(dtype) == np.float32
+            and os.environ.get("NETSPEC_HALF_STORAGE", "1") != "0")
+
+
 @dataclass
 class Param:
     """One learnable param as the solver sees it: the storage and its settings."""
@@ -69,6 +81,7 @@ class Net:
         if device is None:
             device = share_from.device if share_from is not None else D.current()
         self.device = D.resolve(device)
+        self._half = np.dtype(np.float16) if half_storage(precision, self.device, dtype) else None
         with D.use(self.device):
             self._build(plan, dtype, seed, share_from)
             self._set_precision(precision)
@@ -158,12 +171,22 @@ class Net:
                     blob = Blob(t, src.data.reshape(shape), src.grad.reshape(shape))
                 elif lp.type == "Split":
                     src = bottoms[0]
-                    blob = Blob(t, src.data, self.device.zeros(shape, self.dtype))
+                    blob = Blob(t, src.data, self.device.zeros(shape, src.grad.dtype))
                 else:
-                    blob = Blob.zeros(t, shape, self.dtype)
+                    blob = Blob.zeros(t, shape, self._half if self._stores_half(lp, j) else self.dtype)
                 self.blobs[t] = blob
                 tops.append(blob)
             self._steps.append((lp, bottoms, tops))
+
+    def _stores_half(self, lp: LayerPlan, j: int) -> bool:
+        """Whether top ``j`` of ``lp`` is a half-width buffer (data and gradient): the tops that
+        the rounding of ``_set_precision`` would round, that is every top of a differentiable
+        layer that has bottoms, but for a data layer's and a loss top."""
+        if self._half is None:
+            return False
+        layer = lp.layer
+        weighted = j < len(lp.loss_weights) and lp.loss_weights[j]
+        return bool(lp.bottoms) and not layer.is_data and layer.differentiable and not weighted
 
     def _set_precision(self, precision: str) -> None:
         if precision not in PRECISIONS:
@@ -182,6 +205,9 @@ class Net:
         def bits(a):
             return a.reshape(-1).view(np.uint32)
 
+        def wide(a):            # float32 memory (half-width buffers need no rounding)
+            return a.dtype == np.float32
+
         for k, (lp, bottoms, tops) in enumerate(self._steps):
             layer = lp.layer
             if not bottoms or layer.is_data or lp.type == "Split" or (layer.view and len(tops) == 1):
@@ -190,15 +216,30 @@ class Net:
                 seen: list = []
                 for j, t in enumerate(tops):
                     weighted = j < len(lp.loss_weights) and lp.loss_weights[j]
-                    if not weighted and not any(t.data is a for a in seen):
+                    if not weighted and wide(t.data) and not any(t.data is a for a in seen):
                         seen.append(t.data)
                         self._round_fwd[k].append(bits(t.data))
             if lp.need_backward:
                 seen = []
                 for i, b in enumerate(bottoms):
-                    if lp.bottom_need_backward[i] and not any(b.grad is a for a in seen):
+                    if lp.bottom_need_backward[i] and wide(b.grad) and not any(b.grad is a for a in seen):
                         seen.append(b.grad)
                         self._round_bwd[k].append(bits(b.grad))
+
+    def activation_bytes(self) -> tuple[int, int]:
+        """(bytes of every blob's data and gradient, the part of it in half-width buffers)."""
+        seen: set[int] = set()
+        total = half = 0
+        for blob in self.blobs.values():
+            for a in (blob.data, blob.grad):
+                base = D.address(a)
+                if base in seen:
+                    continue
+                seen.add(base)
+                total += a.nbytes
+                if a.dtype == np.float16:
+                    half += a.nbytes
+        return total, half
 
     # ---- running -----------------------------------------------------------------------
     def forward(self) -> float:

@@ -229,8 +229,11 @@ class Solver:
             lines.append(f"lr_scaling linear: base_lr {_fmt(cfg['base_lr'])} x {self.global_batch} / "
                          f"lr_base_batch {cfg['lr_base_batch']} = {_fmt(self.base_lr)}")
         if self.precision != "float32":
-            lines.append(f"Precision: {self.precision} activations and gradients, float32 weights and sums; "
-                         f"{self.scaler.describe()}")
+            total, half = self.net.activation_bytes()
+            where = (f"in float16 buffers ({_mb(half)} of the train net's {_mb(total)} of blobs)" if half
+                     else "as values rounded in float32 buffers")
+            lines.append(f"Precision: {self.precision} activations and gradients {where}, float32 weights "
+                         f"and sums; {self.scaler.describe()}")
         if comm.size > 1:
             for k, note in enumerate(self.test_notes):
                 lines.append(f"Test net #{k}: {note}")
