@@ -162,9 +162,11 @@ def summary_totals(p: Plan, rows: list[dict]) -> dict:
 
 
 def build_net(net: NetSpec, phase: str = "TRAIN", *, level: int | None = None, stages: Iterable[str] | None = None,
-              dtype=None, seed: int = 0, dummy_data: bool = False, share_from=None, device=None):
+              dtype=None, seed: int = 0, dummy_data: bool = False, share_from=None, device=None,
+              precision: str = "float32"):
     """A runnable ``Net`` for one phase (imports numpy kernels; numba compiles on first use);
-    ``device``: cpu, cuda or cuda:N (default: the current device)."""
+    ``device``: cpu, cuda or cuda:N (default: the current device); ``precision``: of the
+    activations, as the solver's field (float16 on a GPU: float16 buffers)."""
     import numpy as np
 
     from netspec.core.net import Net
@@ -174,7 +176,7 @@ def build_net(net: NetSpec, phase: str = "TRAIN", *, level: int | None = None, s
     if dummy_data:
         spec = with_dummy_data(spec)
     return Net(plan(insert_splits(spec)), dtype=dtype or np.float32, seed=seed, share_from=share_from,
-               device=device)
+               device=device, precision=precision)
 
 
 def time_net(n, iterations: int = 50, warmup: int = 1) -> list[dict]:

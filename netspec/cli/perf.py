@@ -19,8 +19,11 @@ from netspec.cli import options as opt
 @click.option("--threads", type=click.IntRange(1), default=None, help="threads for kernels and BLAS")
 @click.option("--dummy-data", is_flag=True, help="replace data layers by random data of the same shapes")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--precision", type=click.Choice(("float32", "float16", "bfloat16")), default="float32",
+              show_default=True, help="of the activations and their gradients, as the solver's field "
+              "(float16 on a GPU: float16 buffers)")
 @opt.device
-def time_cmd(file, phase, stages, level, iterations, threads, dummy_data, seed, device):
+def time_cmd(file, phase, stages, level, iterations, threads, dummy_data, seed, precision, device):
     """Per-layer forward and backward milliseconds, and the totals (like 'caffe time').
     On a GPU (--device cuda) each layer is timed on the device with CUDA events."""
     from netspec import api
@@ -31,7 +34,7 @@ def time_cmd(file, phase, stages, level, iterations, threads, dummy_data, seed, 
     dev = resolve(device or env_device())
     net = api.load_net(file)
     n = api.build_net(net, phase, level=level, stages=stages or None, seed=seed, dummy_data=dummy_data,
-                      device=dev)
+                      device=dev, precision=precision)
     try:
         rows = api.time_net(n, iterations=iterations)
     finally:
@@ -42,6 +45,10 @@ def time_cmd(file, phase, stages, level, iterations, threads, dummy_data, seed, 
                        "-" if r["backward_ms"] is None else f"{r['backward_ms']:.3f}") for r in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     click.echo(f"{net.get('name', Path(file).stem)} ({n.phase}), {iterations} iterations, on {_device_name(dev)}")
+    if precision != "float32":
+        total, half = n.activation_bytes()
+        click.echo(f"{precision} activations: " + (f"float16 buffers; the blobs take {_size(total)} "
+                   f"({_size(total + half)} in float32)" if half else "float32 buffers rounded to it"))
     for k, r in enumerate(table):
         click.echo("  ".join(c.rjust(w) if i >= 3 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
         if k == 0:
@@ -52,6 +59,10 @@ def time_cmd(file, phase, stages, level, iterations, threads, dummy_data, seed, 
     click.echo(f"Average Backward pass: {b:.3f} ms.")
     click.echo(f"Average Forward-Backward: {f + b:.3f} ms.")
     click.echo(f"Total Time: {(f + b) * iterations:.3f} ms.")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2 ** 20:.1f} MiB" if n >= 2 ** 20 else f"{n / 1024:.1f} KiB"
 
 
 def _device_name(dev) -> str:
