@@ -14,6 +14,10 @@ step is ``clear_param_grads`` + ``forward_backward`` + ``Updater.apply``; PyTorc
 median step after a warm-up, rounds alternate the frameworks, and the ratio netspec / PyTorch
 (throughputs) of one run is what counts.
 
+``--precision float16`` runs netspec with ``precision: float16`` (float16 activation buffers,
+float32 weights and sums) against PyTorch's ``autocast`` to float16; each row also gives the
+memory both frameworks hold between steps.
+
 The breakdown of netspec's step (so the next optimisation is visible): the sum of per-layer
 GPU times (CUDA events around each layer's forward and backward: ``netspec time``), the
 update's GPU time, one batch's host-to-device copy, and what is left of the wall-clock step
@@ -95,7 +99,7 @@ def _median(xs):
 
 # ---- netspec -------------------------------------------------------------------------------
 
-def netspec_net(name: str, batch: int, classes: int, device: str, smoke: bool):
+def netspec_net(name: str, batch: int, classes: int, device: str, smoke: bool, precision: str = "float32"):
     from bench_train import train_with_inputs
 
     from netspec import api
@@ -112,7 +116,7 @@ def netspec_net(name: str, batch: int, classes: int, device: str, smoke: bool):
         spec = api.phase_net(net, "TRAIN")
     else:
         spec = train_with_inputs(api.load_net(ROOT / src), batch)
-    return Net(plan(insert_splits(spec)), dtype="float32", seed=1, device=device)
+    return Net(plan(insert_splits(spec)), dtype="float32", seed=1, device=device, precision=precision)
 
 
 def _batch(name: str, smoke: bool) -> int:
@@ -120,7 +124,7 @@ def _batch(name: str, smoke: bool) -> int:
 
 
 class NetspecRun:
-    def __init__(self, name: str, device: str, smoke: bool):
+    def __init__(self, name: str, device: str, smoke: bool, precision: str = "float32"):
         import numpy as np
 
         from netspec.core.device import copy_in
@@ -129,7 +133,7 @@ class NetspecRun:
         classes = NETS[name][2]
         batch = _batch(name, smoke)
         self.batch = batch
-        self.net = netspec_net(name, batch, classes, device, smoke)
+        self.net = netspec_net(name, batch, classes, device, smoke, precision)
         rng = np.random.default_rng(0)
         data = self.net.blobs["data"]
         self.host = rng.standard_normal(data.shape, dtype=np.float32)
@@ -191,7 +195,7 @@ def torch_model(name: str, classes: int, smoke: bool):
 
 
 class TorchRun:
-    def __init__(self, name: str, device: str, smoke: bool):
+    def __init__(self, name: str, device: str, smoke: bool, precision: str = "float32"):
         import torch
         import torch.nn as nn
 
@@ -207,16 +211,50 @@ class TorchRun:
         self.y = torch.randint(0, classes, (batch,), device=self.dev)
         self.crit = nn.CrossEntropyLoss()
         self.opt = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
+        # float16: autocast (float16 activations and GEMMs, float32 weights), PyTorch's mixed precision
+        self.half = precision == "float16" and self.dev.type == "cuda"
 
     def step(self) -> None:
         self.opt.zero_grad()
-        self.crit(self.model(self.x), self.y).backward()
+        if self.half:
+            with self.torch.autocast("cuda", dtype=self.torch.float16):
+                loss = self.crit(self.model(self.x), self.y)
+        else:
+            loss = self.crit(self.model(self.x), self.y)
+        loss.backward()
         self.opt.step()
         if self.dev.type == "cuda":
             self.torch.cuda.synchronize()
 
 
 # ---- driver ----------------------------------------------------------------------------------
+
+def _memory(ns: NetspecRun, pt: TorchRun) -> dict:
+    """Memory held between steps: netspec's blobs (data and gradients), and on a GPU what each
+    framework's allocator has in use (netspec: CuPy's pool; PyTorch: its caching allocator)."""
+    total, half = ns.net.activation_bytes()
+    out = {"netspec_blobs_mb": total / 1e6, "netspec_half_blobs_mb": half / 1e6}
+    if pt.dev.type == "cuda":
+        import cupy
+
+        out["netspec_gpu_mb"] = cupy.get_default_memory_pool().used_bytes() / 1e6
+        out["torch_gpu_mb"] = pt.torch.cuda.memory_allocated(pt.dev) / 1e6
+    return out
+
+
+def _release(pt: TorchRun) -> None:
+    import gc
+
+    gc.collect()
+    try:
+        import cupy
+
+        cupy.get_default_memory_pool().free_all_blocks()
+    except ImportError:
+        pass
+    if pt.dev.type == "cuda":
+        pt.torch.cuda.empty_cache()
+
 
 def time_steps(run, warmup: int, steps: int) -> list[float]:
     for _ in range(warmup):
@@ -236,6 +274,9 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--device", default="cuda:0")
+    ap.add_argument("--precision", choices=("float32", "float16"), default="float32",
+                    help="float16: netspec's precision: float16 (float16 activation buffers) against "
+                         "PyTorch's autocast to float16")
     ap.add_argument("--out", type=Path, help="write the figures as JSON")
     ap.add_argument("--smoke", action="store_true", help="batch 2, a narrow AlexNet, 1 step each, PyTorch "
                     "on the CPU without a GPU: checks the code paths (under NUMBA_ENABLE_CUDASIM=1 too)")
@@ -250,9 +291,10 @@ def main(argv=None) -> int:
     torch_dev = args.device if torch.cuda.is_available() else "cpu"
     results = {"gpu": rt.name(), "torch": torch.__version__, "torch_device": torch_dev,
                "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
-               "python": platform.python_version(), "nets": {}}
+               "python": platform.python_version(), "precision": args.precision, "nets": {}}
     for name in args.nets.split(","):
-        ns, pt = NetspecRun(name, args.device, args.smoke), TorchRun(name, torch_dev, args.smoke)
+        ns = NetspecRun(name, args.device, args.smoke, args.precision)
+        pt = TorchRun(name, torch_dev, args.smoke, args.precision)
         t_ns, t_pt = [], []
         for _ in range(args.rounds):
             t_ns += time_steps(ns, args.warmup, args.steps)
@@ -260,13 +302,17 @@ def main(argv=None) -> int:
         s_ns, s_pt = _median(t_ns), _median(t_pt)
         r = {"batch": ns.batch, "netspec_img_s": ns.batch / s_ns, "torch_img_s": pt.batch / s_pt,
              "ratio": s_pt / s_ns, "netspec_step_ms": 1000 * s_ns, "torch_step_ms": 1000 * s_pt,
-             "breakdown": ns.breakdown(s_ns)}
+             "breakdown": ns.breakdown(s_ns), **_memory(ns, pt)}
         results["nets"][name] = r
         print(f"{name:18s} netspec {r['netspec_img_s']:10.0f} img/s  PyTorch {r['torch_img_s']:10.0f} img/s  "
               f"ratio {r['ratio']:.2f}  (layers {r['breakdown']['layers_ms']:.2f} ms, update "
               f"{r['breakdown']['update_ms']:.2f} ms, host {r['breakdown']['host_overhead_ms']:.2f} ms of "
-              f"{r['netspec_step_ms']:.2f} ms)", flush=True)
-        del ns, pt
+              f"{r['netspec_step_ms']:.2f} ms)" + (f"; blobs {r['netspec_blobs_mb']:.0f} MB, GPU memory netspec "
+              f"{r['netspec_gpu_mb']:.0f} / PyTorch {r['torch_gpu_mb']:.0f} MB" if r.get("netspec_gpu_mb") else ""),
+              flush=True)
+        del ns
+        _release(pt)
+        del pt
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
     return 0

@@ -2,8 +2,8 @@
 # One prepared run on a machine with an NVIDIA GPU (the device tool gives one such run per
 # session): the CUDA tests at their shapes on the real GPU, LeNet trained on Fashion-MNIST on
 # the GPU against the CPU's accuracy (in float32 and with float16 activations), and the GPU
-# benchmark.  Results go under $OUT (default
-# ./gpu-results).  It installs nothing from the network: packages the machine lacks come as
+# benchmark (float32, and float16 buffers against PyTorch's autocast).  Results go under $OUT
+# (default ./gpu-results).  It installs nothing from the network: packages the machine lacks come as
 # wheels in .whl/ (scripts/gpu_wheels.sh downloads them on a machine that reaches PyPI).
 #
 #   bash scripts/gpu_check.sh            # everything (about 8 minutes on an H200)
@@ -12,7 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-results}
 mkdir -p "$OUT"
-STEPS=${STEPS:-"tests train half bench"}
+STEPS=${STEPS:-"tests train half bench bench16"}
 export PYTHONUNBUFFERED=1
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -43,6 +43,10 @@ for step in $STEPS; do
         > "$OUT/half.txt";;
     bench)
       timeout 240 python3 scripts/bench_gpu.py --rounds 2 --out "$OUT/bench.json" 2>&1 | tail -20 > "$OUT/bench.txt";;
+    bench16)
+      # float16 activation buffers against PyTorch's autocast, with the memory each holds
+      timeout 150 python3 scripts/bench_gpu.py --rounds 2 --precision float16 --nets lenet-512,vgg_small-64,alexnet-128 \
+        --out "$OUT/bench16.json" 2>&1 | tail -20 > "$OUT/bench16.txt";;
   esac
 done
 ls -la "$OUT"
