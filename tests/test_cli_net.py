@@ -98,6 +98,25 @@ def test_check_warns_about_a_missing_weight_filler(tmp_path):
     assert "warning:" in r.stderr and ":3: layer 'ip' (InnerProduct), field 'weight_filler'" in r.stderr
 
 
+@pytest.mark.parametrize("gpu", [False, True], ids=["host", "gpu"])
+def test_running_out_of_memory_is_one_paragraph_and_exit_1(monkeypatch, gpu):
+    # CuPy's OutOfMemoryError is a MemoryError of module cupy.cuda.memory, with its own message
+    oom = type("OutOfMemoryError", (MemoryError,), {"__module__": "cupy.cuda.memory" if gpu else "builtins"})
+
+    def boom(*a, **k):
+        raise oom("Out of memory allocating 1,073,741,824 bytes (allocated so far: 2,048 bytes).")
+
+    monkeypatch.setattr(api, "check", boom)
+    monkeypatch.delenv("NETSPEC_DEBUG", raising=False)
+    r = run("check", LENET)
+    assert r.exit_code == 1
+    err = r.stderr.strip()
+    assert err.startswith(f"error: {'the GPU' if gpu else 'this machine'} ran out of memory (Out of memory "
+                          f"allocating 1,073,741,824 bytes") and "\n" not in err
+    assert "lower batch_size" in err and ("precision: float16" in err) == gpu
+    assert "internal error" not in err and "Traceback" not in r.output
+
+
 def test_an_unexpected_exception_is_one_paragraph_and_exit_2(monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("something inside broke")

@@ -1,6 +1,7 @@
 """The ``netspec`` command: a click group whose commands are thin wrappers over ``netspec.api``.
 
-Every ``NetspecError`` becomes its one-paragraph message on stderr and exit status 1; an
+Every ``NetspecError`` becomes its one-paragraph message on stderr and exit status 1, and so
+does running out of memory (on the host or the GPU: a resource, not a bug); an
 unexpected exception (a bug in netspec, not in the user's file) is reported in one paragraph
 with exit status 2, and its traceback only with ``NETSPEC_DEBUG=1``.
 """
@@ -43,12 +44,27 @@ class Group(click.Group):
             except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
                 pass  # stdout is not a real file (a test runner's buffer): nothing to flush
             sys.exit(1)
+        except MemoryError as e:     # CuPy's OutOfMemoryError is one too: a resource, not a bug
+            click.echo(f"error: {out_of_memory(e)}", err=True)
+            sys.exit(1)
         except Exception as e:  # noqa: BLE001 - the last line of defence against tracebacks
             if os.environ.get("NETSPEC_DEBUG"):
                 raise
             click.echo(f"internal error: {type(e).__name__}: {e}. This is a bug in netspec, not in your "
                        f"files; run again with NETSPEC_DEBUG=1 to see where it happened.", err=True)
             sys.exit(2)
+
+
+def out_of_memory(e: MemoryError) -> str:
+    """The one paragraph for an allocation that failed: on the GPU (CuPy's OutOfMemoryError,
+    which says how much it asked for) or on the host."""
+    gpu = type(e).__module__.startswith("cupy")
+    detail = " ".join(str(e).split()) or type(e).__name__
+    fix = "lower batch_size in the net's data layers (and raise iter_size to keep the batch the solver sees)"
+    if gpu:
+        fix += ", or train with precision: float16 in the solver (float16 activation buffers take half the memory)"
+    return (f"{'the GPU' if gpu else 'this machine'} ran out of memory ({detail}); {fix}; netspec summary "
+            f"shows what each layer's blobs take")
 
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
