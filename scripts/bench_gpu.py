@@ -287,7 +287,13 @@ def main(argv=None) -> int:
 
     if args.smoke:
         args.rounds, args.warmup, args.steps = 1, 1, 1
-    rt = runtime(0 if args.device == "cuda" else int(args.device.split(":")[1]))
+    from netspec.errors import DeviceError
+
+    try:
+        rt = runtime(0 if args.device == "cuda" else int(args.device.split(":")[1]))
+    except DeviceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     torch_dev = args.device if torch.cuda.is_available() else "cpu"
     results = {"gpu": rt.name(), "torch": torch.__version__, "torch_device": torch_dev,
                "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
