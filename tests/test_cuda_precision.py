@@ -170,3 +170,28 @@ def test_netspec_time_runs_float16_buffers_on_cuda(tmp_path):
     took, full = (float(v) for v in re.findall(r"([\d.]+) KiB", line))
     assert "float16 buffers" in line and took < full
     assert "Average Forward-Backward" in r.output
+
+
+def test_netspec_test_on_float16_buffers_scores_as_the_cpu(tmp_path):
+    """`netspec test --precision float16 --device cuda` on trained weights: the GPU's float16
+    buffers give the CPU's (rounded float32) loss and accuracy."""
+    from click.testing import CliRunner
+
+    from netspec.cli.main import cli
+    from netspec.io.weights import save_weights
+    from test_cuda_net import LAYERS
+
+    s = _solver(tmp_path / "train", "cpu", np.float32, max_iter=6)
+    s.solve()
+    save_weights(tmp_path / "w.safetensors", s.net)
+    f = tmp_path / "tiny.yaml"
+    f.write_text("name: tiny\n" + LAYERS)
+    out = {}
+    for device in ("cpu", "cuda"):
+        r = CliRunner().invoke(cli, ["test", str(f), "--weights", str(tmp_path / "w.safetensors"), "--iterations", "3",
+                                     "--precision", "float16", "--device", device, "-q"])
+        assert r.exit_code == 0, r.output
+        out[device] = {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\w+) = ([-\d.e]+)", r.output, re.M)}
+    assert set(out["cuda"]) == {"accuracy", "loss"}
+    assert out["cuda"]["accuracy"] == out["cpu"]["accuracy"]
+    assert out["cuda"]["loss"] == pytest.approx(out["cpu"]["loss"], rel=5e-3)   # (measured: 1.4e-3)

@@ -201,3 +201,32 @@ def test_precision_is_checked(tmp_path):
         from netspec.api import compile_net, load_net_text
 
         Net(compile_net(load_net_text(NET), "TRAIN"), np.float64, precision="float16")
+
+
+@pytest.mark.parametrize("precision", ["float16", "bfloat16"])
+def test_netspec_test_evaluates_with_half_activations(precision):
+    """`netspec test --precision`: the zoo's LeNet scores with half activations as with float32
+    ones, to a few tenths of a percent, and the half run really rounds (its loss differs)."""
+    import re
+
+    from click.testing import CliRunner
+
+    from netspec.cli.main import cli
+    from netspec.data.catalog import builtin_files, parse_builtin
+    from netspec.errors import DataError
+
+    try:
+        builtin_files(parse_builtin("fashion-mnist:test")[0], "test")
+    except DataError:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    root = Path(__file__).resolve().parent.parent
+    scores = {}
+    for p in ("float32", precision):
+        r = CliRunner().invoke(cli, ["test", str(root / "models/lenet/train_val.yaml"), "--weights",
+                                     "zoo:lenet-fashion-mnist", "--iterations", "10", "--precision", p, "-q"])
+        assert r.exit_code == 0, r.output
+        scores[p] = (float(re.search(r"accuracy = ([\d.]+)", r.output).group(1)),
+                     float(re.search(r"loss = ([\d.]+)", r.output).group(1)))
+    (acc32, loss32), (acc16, loss16) = scores["float32"], scores[precision]
+    assert acc32 > 0.85 and abs(acc16 - acc32) <= 0.01
+    assert loss16 == pytest.approx(loss32, rel=2e-2) and loss16 != loss32

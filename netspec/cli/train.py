@@ -66,9 +66,12 @@ def train(file, solver, weights, resume, run_dir, stages, level, seed, device, s
 @click.option("--show", metavar="BLOBS", default="",
               help="comma-separated blobs to print item by item, e.g. data,prob,label")
 @click.option("--rows", type=click.IntRange(1), default=20, show_default=True, help="items printed by --show")
+@click.option("--precision", type=click.Choice(("float32", "float16", "bfloat16")), default="float32",
+              show_default=True, help="of the activations, as the solver's field (float16 on a GPU: "
+              "float16 buffers, half the memory)")
 @opt.device
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
-def test_cmd(file, weights, iterations, stages, level, show, rows, device, quiet):
+def test_cmd(file, weights, iterations, stages, level, show, rows, precision, device, quiet):
     """Evaluate the TEST phase of a net (or of a solver's net) with trained weights, and print
     the mean of every output over the batches, in Caffe's format; --show prints chosen blobs
     item by item (inputs, predictions, labels)."""
@@ -76,7 +79,7 @@ def test_cmd(file, weights, iterations, stages, level, show, rows, device, quiet
 
     evaluate(file, weights, iterations=iterations, stages=list(stages) if stages else None, level=level,
              progress=_progress(quiet), echo=click.echo, show=[s.strip() for s in show.split(",") if s.strip()],
-             show_rows=rows, device=device)
+             show_rows=rows, device=device, precision=precision)
 
 
 @click.command()

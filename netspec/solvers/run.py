@@ -242,13 +242,14 @@ def full_pass_iterations(net) -> int | None:
 def evaluate(file: str | os.PathLike, weights: str, *, iterations: int | None = None,
              stages: Iterable[str] | None = None, level: int | None = None, progress: bool = True,
              echo: Callable[[str], None] | None = None, show: Iterable[str] = (),
-             show_rows: int = 20, device: str | None = None) -> dict[str, list[float]]:
+             show_rows: int = 20, device: str | None = None, precision: str = "float32") -> dict[str, list[float]]:
     """The TEST phase of a net (or of a solver's first test net) with these weights: the mean
     of every output over ``iterations`` batches (default: a full pass when the data size is
     known, else 50).  Returns {"loss": [mean], output: [mean per element]}.
 
     ``show`` names blobs to print item by item (the first ``show_rows`` items): the inputs,
-    predictions and labels side by side, e.g. the XOR truth table."""
+    predictions and labels side by side, e.g. the XOR truth table.  ``precision`` is the
+    activations' (float16 on a GPU: float16 buffers, half the memory), as the solver's field."""
     from netspec.api import compile_net
     from netspec.core.net import Net
     from netspec.io.weights import copy_weights, load_weights
@@ -271,7 +272,8 @@ def evaluate(file: str | os.PathLike, weights: str, *, iterations: int | None = 
         lv = level
     from netspec.core.device import env_device, resolve, to_host
 
-    net = Net(compile_net(spec, "TEST", lv, st), np.float32, seed=0, device=resolve(device or env_device()))
+    net = Net(compile_net(spec, "TEST", lv, st), np.float32, seed=0, device=resolve(device or env_device()),
+              precision=precision)
     try:
         for shown, path in weight_refs([w.strip() for w in weights.split(",") if w.strip()], None):
             report = copy_weights(net, load_weights(path), shown)
