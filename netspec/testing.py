@@ -98,6 +98,7 @@ class LayerHarness:
             else:
                 fill(data, fillers.get(name, {"type": "constant"}), rng)
             self.params[name] = Blob(name, dev.asarray(data), dev.zeros(shp, self.dtype))
+        from netspec.core.net import holds_half
         from netspec.graph.plan import _loss_weights
 
         weighted = _loss_weights(self.spec, cls, len(self.top_shapes))
@@ -110,8 +111,7 @@ class LayerHarness:
             elif cls.type == "Split":
                 self.top.append(Blob(t, self.bottom[0].data, dev.zeros(s, act)))
             else:
-                half = self.bottom and not cls.is_data and cls.differentiable and not weighted[j]
-                tdt = act if half else self.dtype
+                tdt = act if holds_half(cls, bool(self.bottom), weighted[j]) else self.dtype
                 self.top.append(Blob(t, dev.zeros(s, tdt), dev.zeros(s, tdt)))
         self.layer.params = self.params
         self.reset_rng()

@@ -98,17 +98,21 @@ def test_check_warns_about_a_missing_weight_filler(tmp_path):
     assert "warning:" in r.stderr and ":3: layer 'ip' (InnerProduct), field 'weight_filler'" in r.stderr
 
 
+def _check_raising(monkeypatch, error: BaseException):
+    """`netspec check` on LeNet with ``error`` raised inside it (NETSPEC_DEBUG unset)."""
+    def boom(*a, **k):
+        raise error
+
+    monkeypatch.setattr(api, "check", boom)
+    monkeypatch.delenv("NETSPEC_DEBUG", raising=False)
+    return run("check", LENET)
+
+
 @pytest.mark.parametrize("gpu", [False, True], ids=["host", "gpu"])
 def test_running_out_of_memory_is_one_paragraph_and_exit_1(monkeypatch, gpu):
     # CuPy's OutOfMemoryError is a MemoryError of module cupy.cuda.memory, with its own message
     oom = type("OutOfMemoryError", (MemoryError,), {"__module__": "cupy.cuda.memory" if gpu else "builtins"})
-
-    def boom(*a, **k):
-        raise oom("Out of memory allocating 1,073,741,824 bytes (allocated so far: 2,048 bytes).")
-
-    monkeypatch.setattr(api, "check", boom)
-    monkeypatch.delenv("NETSPEC_DEBUG", raising=False)
-    r = run("check", LENET)
+    r = _check_raising(monkeypatch, oom("Out of memory allocating 1,073,741,824 bytes (allocated so far: 2,048 bytes)."))
     assert r.exit_code == 1
     err = r.stderr.strip()
     assert err.startswith(f"error: {'the GPU' if gpu else 'this machine'} ran out of memory (Out of memory "
@@ -118,12 +122,7 @@ def test_running_out_of_memory_is_one_paragraph_and_exit_1(monkeypatch, gpu):
 
 
 def test_an_unexpected_exception_is_one_paragraph_and_exit_2(monkeypatch):
-    def boom(*a, **k):
-        raise RuntimeError("something inside broke")
-
-    monkeypatch.setattr(api, "check", boom)
-    monkeypatch.delenv("NETSPEC_DEBUG", raising=False)
-    r = run("check", LENET)
+    r = _check_raising(monkeypatch, RuntimeError("something inside broke"))
     assert r.exit_code == 2
     assert "internal error: RuntimeError: something inside broke" in r.stderr
     assert "NETSPEC_DEBUG=1" in r.stderr and "Traceback" not in r.output

@@ -15,6 +15,10 @@ stage = click.option("--stage", "stages", multiple=True, metavar="NAME",
 
 level = click.option("--level", type=int, default=None, help="the NetState level")
 
+precision = click.option("--precision", type=click.Choice(("float32", "float16", "bfloat16")), default="float32",
+                         show_default=True, help="of the activations and their gradients, as the solver's "
+                         "field (float16 on a GPU: float16 buffers, half the memory)")
+
 device = click.option("--device", metavar="DEV", default=None,
                       help="cpu, cuda or cuda:N (a GPU needs the [cuda] extra) [default: the solver's "
                            "solver_mode/device_id, or $NETSPEC_DEVICE, else cpu]")

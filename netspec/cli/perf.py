@@ -19,9 +19,7 @@ from netspec.cli import options as opt
 @click.option("--threads", type=click.IntRange(1), default=None, help="threads for kernels and BLAS")
 @click.option("--dummy-data", is_flag=True, help="replace data layers by random data of the same shapes")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--precision", type=click.Choice(("float32", "float16", "bfloat16")), default="float32",
-              show_default=True, help="of the activations and their gradients, as the solver's field "
-              "(float16 on a GPU: float16 buffers)")
+@opt.precision
 @opt.device
 def time_cmd(file, phase, stages, level, iterations, threads, dummy_data, seed, precision, device):
     """Per-layer forward and backward milliseconds, and the totals (like 'caffe time').

@@ -66,9 +66,7 @@ def train(file, solver, weights, resume, run_dir, stages, level, seed, device, s
 @click.option("--show", metavar="BLOBS", default="",
               help="comma-separated blobs to print item by item, e.g. data,prob,label")
 @click.option("--rows", type=click.IntRange(1), default=20, show_default=True, help="items printed by --show")
-@click.option("--precision", type=click.Choice(("float32", "float16", "bfloat16")), default="float32",
-              show_default=True, help="of the activations, as the solver's field (float16 on a GPU: "
-              "float16 buffers, half the memory)")
+@opt.precision
 @opt.device
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 def test_cmd(file, weights, iterations, stages, level, show, rows, precision, device, quiet):

@@ -54,6 +54,18 @@ def half_storage(precision: str, device: "D.Device", dtype=np.float32) -> bool:
             and os.environ.get("NETSPEC_HALF_STORAGE", "1") != "0")
 
 
+def holds_half(layer, has_bottoms: bool, loss_weight: float) -> bool:
+    """Whether a top of ``layer`` (a Layer or its class) holds half-precision values under
+    ``precision: float16|bfloat16``: a differentiable layer's top that is made from bottoms,
+    but not a data layer's and not a loss top.  These are the tops that are float16 buffers
+    on a GPU, or are rounded after forward elsewhere."""
+    return has_bottoms and not layer.is_data and layer.differentiable and not loss_weight
+
+
+def _loss_weight(lp: LayerPlan, j: int) -> float:
+    return lp.loss_weights[j] if j < len(lp.loss_weights) else 0.0
+
+
 @dataclass
 class Param:
     """One learnable param as the solver sees it: the storage and its settings."""
@@ -182,11 +194,7 @@ class Net:
         """Whether top ``j`` of ``lp`` is a half-width buffer (data and gradient): the tops that
         the rounding of ``_set_precision`` would round, that is every top of a differentiable
         layer that has bottoms, but for a data layer's and a loss top."""
-        if self._half is None:
-            return False
-        layer = lp.layer
-        weighted = j < len(lp.loss_weights) and lp.loss_weights[j]
-        return bool(lp.bottoms) and not layer.is_data and layer.differentiable and not weighted
+        return self._half is not None and holds_half(lp.layer, bool(lp.bottoms), _loss_weight(lp, j))
 
     def _set_precision(self, precision: str) -> None:
         if precision not in PRECISIONS:
@@ -212,13 +220,12 @@ class Net:
             layer = lp.layer
             if not bottoms or layer.is_data or lp.type == "Split" or (layer.view and len(tops) == 1):
                 continue     # sources (data, labels), and tops that are their bottoms' memory
-            if layer.differentiable:
-                seen: list = []
-                for j, t in enumerate(tops):
-                    weighted = j < len(lp.loss_weights) and lp.loss_weights[j]
-                    if not weighted and wide(t.data) and not any(t.data is a for a in seen):
-                        seen.append(t.data)
-                        self._round_fwd[k].append(bits(t.data))
+            seen: list = []
+            for j, t in enumerate(tops):
+                if (holds_half(layer, True, _loss_weight(lp, j)) and wide(t.data)
+                        and not any(t.data is a for a in seen)):
+                    seen.append(t.data)
+                    self._round_fwd[k].append(bits(t.data))
             if lp.need_backward:
                 seen = []
                 for i, b in enumerate(bottoms):

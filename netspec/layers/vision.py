@@ -26,7 +26,7 @@ import numpy as np
 
 from netspec.core import device as D
 from netspec.core.device import kernels
-from netspec.core.layer import SAME, Layer, count, register
+from netspec.core.layer import SAME, Layer, count, register, wide_dtype
 from netspec.errors import GraphError, SpecError
 from netspec.layers._spatial import HW_RULES, hw_props, normalize_hw, spatial
 from netspec.spec import types as T
@@ -649,7 +649,7 @@ class _ConvBase(Layer):
         tshape = top[0].shape
         self.tshape = (n, tshape[axis], count(tshape, axis + 1))
         # the weights' precision: float16 blobs (precision: float16 on a GPU) are summed in float32
-        dtype = np.promote_types(bottom[0].data.dtype, np.float32)
+        dtype = wide_dtype(bottom[0].data)
         kind = D.current().kind
         names = conv_algo_names(g, kind)
         want = self.p.get("algorithm", "auto")
